@@ -1,0 +1,33 @@
+"""ensemblekit: deep-network ensembles in PyTorch.
+
+Example:
+    >>> import ensemblekit as ek
+    >>> data = ek.load_dataset("mnist1d")
+    >>> method = ek.create_method("independent", model="cnn1d", members=5, epochs=30).fit(data)
+    >>> probs = method.ensemble_.predict_proba(data.test.x)   # (M, B, C)
+    >>> ek.evaluate(method.ensemble_, data.test)["accuracy"]
+"""
+
+from __future__ import annotations
+
+from .data import Data, Split, from_arrays, from_loaders, list_datasets, load_dataset, load_npz, register_dataset
+from .ensemble import Ensemble
+from .errors import ConfigError, DataError, EnsembleKitError, NonFiniteLossError, TrainingError
+from .methods import Method, create_method, list_methods, register_method
+from .metrics import evaluate_probs
+from .metrics.evaluate import evaluate
+from .models import create_model, list_models, register_model
+from .training import Callback, RunDir, TrainConfig, Trainer, schedules
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Data", "Split", "from_arrays", "from_loaders", "list_datasets", "load_dataset", "load_npz", "register_dataset",
+    "Ensemble",
+    "ConfigError", "DataError", "EnsembleKitError", "NonFiniteLossError", "TrainingError",
+    "Method", "create_method", "list_methods", "register_method",
+    "evaluate", "evaluate_probs",
+    "create_model", "list_models", "register_model",
+    "Callback", "RunDir", "TrainConfig", "Trainer", "schedules",
+    "__version__",
+]

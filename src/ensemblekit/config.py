@@ -1,0 +1,247 @@
+"""Typed configuration for the CLI: YAML -> ``--set`` overrides -> pydantic models.
+
+Everything is validated before anything runs: an unknown key, a wrong type, an
+out-of-range value or an unknown model/dataset/method name gives one
+:class:`~ensemblekit.errors.ConfigError` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from typing import Any, Mapping
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .data.registry import DATASETS
+from .errors import ConfigError
+from .methods.base import METHODS, format_validation_error
+from .models.registry import MODELS, _check_kwargs, import_factory
+from .training.config import StrictModel, TrainConfig
+
+__all__ = [
+    "DataConfig", "ModelConfig", "MethodConfig", "RunConfig", "CompareConfig",
+    "load_yaml", "apply_overrides", "parse_config", "load_config",
+]
+
+_NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes")
+
+
+class DataConfig(StrictModel):
+    """``mnist1d`` | ``{name: mnist1d, num_samples: 10000}`` | ``{npz: path.npz, val_fraction: 0.1}``."""
+
+    name: str | None = None
+    npz: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, Mapping):
+            v = dict(v)
+            opts = dict(v.pop("options", {}) or {})
+            for key in list(v):
+                if key not in ("name", "npz"):
+                    opts[key] = v.pop(key)
+            v["options"] = opts
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if (self.name is None) == (self.npz is None):
+            raise ValueError("give exactly one of name (a registered dataset) or npz (a file path)")
+        if self.name is not None:
+            fn = DATASETS.get(self.name)
+            valid = list(inspect.signature(fn).parameters)
+        else:
+            valid = list(_NPZ_OPTIONS)
+        for key in self.options:
+            if key not in valid:
+                raise ValueError(f"unknown option {key!r} for {self.name or 'npz'} data; valid: {', '.join(valid)}")
+        return self
+
+    def load(self):  # noqa: ANN201
+        from .data.registry import load_dataset, load_npz
+
+        if self.npz is not None:
+            return load_npz(self.npz, **self.options)
+        return load_dataset(self.name, **self.options)  # type: ignore[arg-type]
+
+
+class ModelConfig(StrictModel):
+    """``cnn1d`` | ``{name: resnet, kwargs: {depth: 20}}`` | ``{factory: "pkg.mod:fn", kwargs: {...}}``."""
+
+    name: str | None = None
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of name (a registered model) or factory ('pkg.mod:fn')")
+        fn = MODELS.get(self.name) if self.name is not None else import_factory(self.factory)  # type: ignore[arg-type]
+        _check_kwargs(fn, self.kwargs, f"model {self.name or self.factory!r}")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        key = "name" if self.name is not None else "factory"
+        return {key: self.name or self.factory, "kwargs": dict(self.kwargs)}
+
+
+class MethodConfig(StrictModel):
+    """``independent`` | ``{name: independent, members: 5, label: "Ind", train: {...}}``.
+
+    ``label`` names the row in comparisons; ``train`` overrides the shared training options.
+    """
+
+    name: str
+    label: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, Mapping):
+            v = dict(v)
+            params = dict(v.pop("params", {}) or {})
+            for key in list(v):
+                if key not in ("name", "label", "train"):
+                    params[key] = v.pop(key)
+            v["params"] = params
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "MethodConfig":
+        cls = METHODS.get(self.name)
+        try:
+            cls.Params(**self.params)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, root=cls.Params)) from None
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def method_class(self):  # noqa: ANN201
+        return METHODS.get(self.name)
+
+
+class RunConfig(StrictModel):
+    """``ensemblekit train``: one method on one dataset, one run directory."""
+
+    data: DataConfig = Field(default_factory=lambda: DataConfig(name="mnist1d"))
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="cnn1d"))
+    method: MethodConfig = Field(default_factory=lambda: MethodConfig(name="independent"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = 0
+    out: str = "runs"
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _merge(self) -> "RunConfig":
+        if self.method.train:
+            merged = {**self.train.model_dump(exclude_unset=True), **self.method.train}
+            try:
+                TrainConfig(**merged)
+            except ValidationError as exc:
+                raise ValueError(format_validation_error(exc, prefix="method.train", root=TrainConfig)) from None
+        return self
+
+
+class CompareConfig(StrictModel):
+    """``ensemblekit compare``: methods x budgets x seeds; budget B = one model trained with ``train``."""
+
+    data: DataConfig = Field(default_factory=lambda: DataConfig(name="mnist1d"))
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="cnn1d"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    budgets: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    methods: list[MethodConfig] = Field(default_factory=lambda: [MethodConfig(name="independent")], min_length=1)
+    out: str = "runs/compare"
+    name: str | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"budgets must be integers >= 1, got {v}")
+        return sorted(set(v))
+
+    @field_validator("methods")
+    @classmethod
+    def _labels(cls, v: list[MethodConfig]) -> list[MethodConfig]:
+        labels = [m.display for m in v]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"method labels must be unique, {dup} repeat; give each a label")
+        return v
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config dict."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str):  # shorthand such as data: mnist1d -> {name: mnist1d}
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a mapping")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def parse_config(raw: Mapping[str, Any], kind: type[StrictModel]) -> Any:
+    """Validate a raw dict as ``kind``; a one-line ConfigError on failure."""
+    try:
+        return kind(**raw)
+    except ValidationError as exc:
+        raise ConfigError("config: " + format_validation_error(exc, root=kind)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"config: {exc}") from None
+
+
+def load_config(path: str, kind: type[StrictModel], overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read YAML, apply ``--set`` overrides, validate as ``kind`` (RunConfig, CompareConfig, ...)."""
+    return parse_config(apply_overrides(load_yaml(path), overrides), kind)

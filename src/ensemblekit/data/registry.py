@@ -1,0 +1,174 @@
+"""Dataset registry: ``mnist1d`` and ``digits`` built in, ``.npz`` files and DataLoaders for the user's own data."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+from .dataset import Data, Split, from_arrays, validate_data
+
+__all__ = ["DATASETS", "register_dataset", "load_dataset", "list_datasets", "load_npz", "from_loaders"]
+
+DATASETS: Registry[Callable[..., Data]] = Registry("dataset")
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Data]], Callable[..., Data]]:
+    """Decorator registering a function ``(**kwargs) -> Data`` under ``name``."""
+    return DATASETS.register(name)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def load_dataset(name: str, **kwargs: Any) -> Data:
+    """Load a registered dataset by name.
+
+    Args:
+        name: ``mnist1d`` or ``digits`` (``ensemblekit list`` shows all).
+        **kwargs: the dataset's options, e.g. ``num_samples=10000``, ``val_fraction=0.1``, ``seed=0``.
+
+    Raises:
+        ConfigError: unknown name or option.
+        DataError: the data fails validation.
+
+    Example:
+        >>> data = load_dataset("mnist1d")
+        >>> len(data.train), len(data.val), len(data.test)
+        (3600, 400, 1000)
+    """
+    import inspect
+
+    fn = DATASETS.get(name)
+    valid = list(inspect.signature(fn).parameters)
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(f"dataset {name!r} got unknown option {key!r}; valid: {', '.join(valid)}")
+    return fn(**kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _mnist1d_arrays(num_samples: int, train_split: float, generator_seed: int) -> tuple[np.ndarray, ...]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = int(num_samples)
+    args.train_split = float(train_split)
+    args.seed = int(generator_seed)
+    # make_dataset reseeds numpy's and Python's global generators; keep the caller's.
+    import random
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return d["x"], d["y"], d["x_test"], d["y_test"]
+
+
+@register_dataset("mnist1d")
+def mnist1d(
+    num_samples: int = 5000,
+    train_split: float = 0.8,
+    generator_seed: int = 42,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Data:
+    """MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package: 40-sample signals, 10 classes.
+
+    Args:
+        num_samples: total examples generated (default 5000 -> 4,000 train / 1,000 test).
+        train_split: share of generated examples used for training (default 0.8).
+        generator_seed: seed of the generator (42 reproduces the published dataset).
+        val_fraction: share of the training examples held out for validation (default 0.1).
+        seed: seed of the validation split.
+
+    Returns:
+        Data with examples of shape ``(1, 40)``.
+    """
+    if num_samples < 20:
+        raise ConfigError(f"mnist1d num_samples must be >= 20, got {num_samples}")
+    if not 0.0 < train_split < 1.0:
+        raise ConfigError(f"mnist1d train_split must be in (0, 1), got {train_split}")
+    x, y, xt, yt = _mnist1d_arrays(int(num_samples), float(train_split), int(generator_seed))
+    return from_arrays(
+        x[:, None, :], y, xt[:, None, :], yt,
+        val_fraction=val_fraction, seed=seed, num_classes=10, name="mnist1d",
+        info={"num_samples": num_samples, "train_split": train_split, "generator_seed": generator_seed},
+    )
+
+
+@register_dataset("digits")
+def digits(test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0) -> Data:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), scaled to [0, 1].
+
+    Args:
+        test_fraction: share held out for testing (default 0.2), drawn with ``seed``.
+        val_fraction: share of the rest held out for validation (default 0.1).
+        seed: seed of both splits.
+
+    Returns:
+        Data with examples of shape ``(1, 8, 8)``.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
+    return from_arrays(
+        x, bunch.target, val_fraction=val_fraction, test_fraction=test_fraction,
+        seed=seed, num_classes=10, name="digits",
+    )
+
+
+def load_npz(path: str | os.PathLike[str], *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, num_classes: int | None = None) -> Data:
+    """Load the user's data from an ``.npz`` file with arrays ``x``, ``y`` and optional ``x_test``, ``y_test``, ``x_val``, ``y_val``.
+
+    Never unpickles (``allow_pickle=False``): object arrays are refused.
+
+    Raises:
+        DataError: missing file or keys, object arrays, or data failing validation.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"npz file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot read without unpickling (object arrays are not allowed): {exc}") from exc
+    except Exception as exc:  # zipfile.BadZipFile, OSError, ...
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)} (need x, y; optional x_test, y_test, x_val, y_val)")
+    unknown = sorted(set(arrays) - {"x", "y", "x_test", "y_test", "x_val", "y_val"})
+    if unknown:
+        raise DataError(f"{path}: unexpected array(s) {unknown}; allowed: x, y, x_test, y_test, x_val, y_val")
+    return from_arrays(
+        arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
+        x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, num_classes=num_classes,
+        name=os.path.splitext(os.path.basename(path))[0], info={"npz": os.path.abspath(path)},
+    )
+
+
+def from_loaders(train: DataLoader, test: DataLoader, val: DataLoader | None = None, *, num_classes: int, name: str = "loaders") -> Data:
+    """Wrap the user's DataLoaders (data that does not fit in memory).
+
+    Members then share each batch (no per-member data order); the first batch of
+    every loader is validated.
+    """
+    xb, _ = next(iter(train))
+    data = Data(
+        train=Split(loader=train), test=Split(loader=test), val=Split(loader=val) if val is not None else None,
+        num_classes=int(num_classes), input_shape=tuple(int(s) for s in torch.as_tensor(xb).shape[1:]), name=name,
+    )
+    return validate_data(data)

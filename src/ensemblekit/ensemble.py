@@ -1,0 +1,370 @@
+"""The Ensemble container: members stacked along a leading member axis.
+
+Members that share an architecture form a :class:`MemberGroup`: every parameter and
+buffer is one tensor of shape ``(M, *shape)``, and the forward pass is
+``vmap(functional_call(template, ...))`` over the member axis, so M networks cost one
+vectorised pass. BatchNorm running statistics live in the stacked buffers and stay
+per member; dropout draws different masks per member (``randomness="different"``).
+Members of different architectures are kept as several groups (the list fallback);
+the ensemble's output concatenates the groups along the member axis.
+
+An ensemble's prediction is the mean of member *probabilities*, never of logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .data.dataset import Split
+from .errors import ConfigError, DataError
+from .models.registry import model_factory
+from .serialization import load_tensors, save_tensors
+
+__all__ = ["MemberGroup", "Ensemble"]
+
+_FORMAT = "ensemblekit.ensemble/1"
+
+
+class MemberGroup:
+    """Members of one architecture with stacked parameters and buffers.
+
+    Args:
+        template: a module of the architecture; only its structure is used.
+        params: name -> tensor ``(M, *shape)`` (leaf tensors; frozen ones have
+            ``requires_grad=False``).
+        buffers: name -> tensor ``(M, *shape)``.
+        spec: JSON-able model spec that rebuilds ``template`` (``None`` for a plain callable).
+    """
+
+    def __init__(self, template: nn.Module, params: "OrderedDict[str, torch.Tensor]", buffers: "OrderedDict[str, torch.Tensor]", spec: dict[str, Any] | None = None) -> None:
+        if not params:
+            raise ConfigError("a member group needs at least one parameter")
+        self.template = template
+        self.params = params
+        self.buffers = buffers
+        self.spec = spec
+        sizes = {t.shape[0] for t in [*params.values(), *buffers.values()]}
+        if len(sizes) != 1:
+            raise ConfigError(f"stacked tensors disagree on the number of members: {sorted(sizes)}")
+        self.num_members = sizes.pop()
+        self._vmapped: dict[bool, Callable[..., torch.Tensor]] = {}
+
+    @classmethod
+    def from_modules(cls, modules: Sequence[nn.Module], spec: dict[str, Any] | None = None) -> "MemberGroup":
+        params, buffers = stack_module_state(list(modules))
+        template = copy.deepcopy(modules[0])
+        flags = dict(modules[0].named_parameters())
+        out_params = OrderedDict((k, v.detach().clone().requires_grad_(flags[k].requires_grad)) for k, v in params.items())
+        out_buffers = OrderedDict((k, v.detach().clone()) for k, v in buffers.items())
+        return cls(template, out_params, out_buffers, spec)
+
+    def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    def forward(self, x: torch.Tensor, per_member: bool = False, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``(M, B, C)`` for ``x`` of shape ``(B, ...)``, or ``(M, B, ...)`` when ``per_member``."""
+        p = self.params if params is None else params
+        if self.num_members == 1:
+            # One member: skip vmap's overhead; indexing keeps views of the stacked tensors,
+            # so gradients and in-place BatchNorm updates land in the stacked storage.
+            xs = x[0] if per_member else x
+            p0 = {k: v[0] for k, v in p.items()}
+            b0 = {k: v[0] for k, v in self.buffers.items()}
+            return self._call(p0, b0, xs).unsqueeze(0)
+        fn = self._vmapped.get(per_member)
+        if fn is None:
+            fn = vmap(self._call, in_dims=(0, 0, 0 if per_member else None), randomness="different")
+            self._vmapped[per_member] = fn
+        return fn(p, self.buffers, x)
+
+    def signature(self) -> str:
+        shapes = [(k, tuple(v.shape[1:]), str(v.dtype)) for k, v in [*self.params.items(), *self.buffers.items()]]
+        return json.dumps([type(self.template).__qualname__, repr(self.template), shapes, self.spec], default=str)
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        return {**{k: v[i] for k, v in self.params.items()}, **{k: v[i] for k, v in self.buffers.items()}}
+
+    def to(self, device: torch.device | str) -> "MemberGroup":
+        params = OrderedDict((k, v.detach().to(device).requires_grad_(v.requires_grad)) for k, v in self.params.items())
+        buffers = OrderedDict((k, v.to(device)) for k, v in self.buffers.items())
+        return MemberGroup(copy.deepcopy(self.template).to(device), params, buffers, self.spec)
+
+    def select(self, indices: Sequence[int]) -> "MemberGroup":
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        params = OrderedDict((k, v.detach()[idx.to(v.device)].clone().requires_grad_(v.requires_grad)) for k, v in self.params.items())
+        buffers = OrderedDict((k, v[idx.to(v.device)].clone()) for k, v in self.buffers.items())
+        return MemberGroup(copy.deepcopy(self.template), params, buffers, self.spec)
+
+    @staticmethod
+    def concat(groups: Sequence["MemberGroup"]) -> "MemberGroup":
+        first = groups[0]
+        params = OrderedDict((k, torch.cat([g.params[k].detach() for g in groups]).requires_grad_(v.requires_grad)) for k, v in first.params.items())
+        buffers = OrderedDict((k, torch.cat([g.buffers[k] for g in groups])) for k in first.buffers)
+        return MemberGroup(copy.deepcopy(first.template), params, buffers, first.spec)
+
+
+class Ensemble:
+    """M networks whose predictive distributions are averaged.
+
+    Build one with :meth:`from_factory` (fresh members, one seed each) or
+    :meth:`from_modules` (existing modules); training methods return one in ``ensemble_``.
+
+    Example:
+        >>> from ensemblekit.models import model_factory
+        >>> ens = Ensemble.from_factory(model_factory("mlp", input_shape=(5,), num_classes=3), seeds=[0, 1, 2])
+        >>> ens.predict_proba(torch.randn(4, 5)).shape
+        torch.Size([3, 4, 3])
+    """
+
+    def __init__(self, groups: Sequence[MemberGroup], members_info: Sequence[dict[str, Any]] | None = None) -> None:
+        if not groups:
+            raise ConfigError("an ensemble needs at least one member")
+        self.groups = list(groups)
+        n = sum(g.num_members for g in self.groups)
+        self.members_info = [dict(m) for m in members_info] if members_info is not None else [{} for _ in range(n)]
+        if len(self.members_info) != n:
+            raise ConfigError(f"members_info has {len(self.members_info)} entries for {n} members")
+        self.training = False
+        self.train(False)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_factory(cls, factory: Callable[[], nn.Module], members: int | None = None, seeds: Sequence[int] | None = None) -> "Ensemble":
+        """Fresh members, member ``m`` initialised under ``torch.manual_seed(seeds[m])``.
+
+        Args:
+            factory: zero-argument callable returning an ``nn.Module`` (or a ModelFactory,
+                whose spec is kept so the ensemble can be reloaded from disk).
+            members: M (default ``len(seeds)``); ``seeds`` default to ``0..M-1``.
+            seeds: one initialisation seed per member.
+        """
+        if seeds is None:
+            if members is None or members < 1:
+                raise ConfigError(f"members must be >= 1, got {members}")
+            seeds = list(range(members))
+        elif members is not None and members != len(seeds):
+            raise ConfigError(f"members={members} but {len(seeds)} seeds given")
+        modules = []
+        with torch.random.fork_rng(devices=[]):
+            for s in seeds:
+                torch.manual_seed(int(s))
+                modules.append(factory())
+        spec = getattr(factory, "spec", None)
+        return cls.from_modules(modules, specs=[spec] * len(modules), members_info=[{"seed": int(s)} for s in seeds])
+
+    @classmethod
+    def from_modules(cls, modules: Sequence[nn.Module], specs: Sequence[dict[str, Any] | None] | None = None, members_info: Sequence[dict[str, Any]] | None = None) -> "Ensemble":
+        """Stack existing modules; consecutive modules of one architecture share a group."""
+        modules = list(modules)
+        if not modules:
+            raise ConfigError("an ensemble needs at least one member")
+        specs = list(specs) if specs is not None else [None] * len(modules)
+        groups: list[MemberGroup] = []
+        run: list[int] = [0]
+        for i in range(1, len(modules) + 1):
+            if i < len(modules) and _same_architecture(modules[run[0]], modules[i]) and specs[i] == specs[run[0]]:
+                run.append(i)
+                continue
+            groups.append(MemberGroup.from_modules([modules[j] for j in run], specs[run[0]]))
+            run = [i]
+        return cls(groups, members_info)
+
+    @staticmethod
+    def cat(ensembles: Iterable["Ensemble"]) -> "Ensemble":
+        """Concatenate ensembles (e.g. collected snapshots); same-architecture neighbours merge."""
+        groups: list[MemberGroup] = []
+        info: list[dict[str, Any]] = []
+        for ens in ensembles:
+            for g in ens.groups:
+                if groups and groups[-1].signature() == g.signature():
+                    groups[-1] = MemberGroup.concat([groups[-1], g])
+                else:
+                    groups.append(g.select(range(g.num_members)))
+            info.extend(ens.members_info)
+        return Ensemble(groups, info)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def num_members(self) -> int:
+        return sum(g.num_members for g in self.groups)
+
+    def __len__(self) -> int:
+        return self.num_members
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.groups[0].params.values())).device
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Trainable stacked leaf tensors (what an optimizer steps)."""
+        return [p for g in self.groups for p in g.params.values() if p.requires_grad]
+
+    def named_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        return [(f"{gi}.{k}" if len(self.groups) > 1 else k, p) for gi, g in enumerate(self.groups) for k, p in g.params.items()]
+
+    def num_parameters(self) -> int:
+        """Parameters of all members together."""
+        return sum(p.numel() for g in self.groups for p in g.params.values())
+
+    def train(self, mode: bool = True) -> "Ensemble":
+        self.training = mode
+        for g in self.groups:
+            g.template.train(mode)
+        return self
+
+    def eval(self) -> "Ensemble":
+        return self.train(False)
+
+    def to(self, device: torch.device | str) -> "Ensemble":
+        """A copy on ``device`` (new leaf tensors: build optimizers after moving)."""
+        out = Ensemble([g.to(device) for g in self.groups], self.members_info)
+        return out.train(self.training)
+
+    # ----------------------------------------------------------------- forward
+    def __call__(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """Logits ``(M, B, C)``; ``x`` is ``(B, ...)`` shared by all members or ``(M, B, ...)`` when ``per_member``."""
+        if len(self.groups) == 1:
+            return self.groups[0].forward(x, per_member)
+        outs, start = [], 0
+        for g in self.groups:
+            xs = x[start : start + g.num_members] if per_member else x
+            outs.append(g.forward(xs, per_member))
+            start += g.num_members
+        return torch.cat(outs, dim=0)
+
+    forward = __call__
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
+        """Per-member class probabilities ``(M, N, C)`` in eval mode (average over axis 0 for the ensemble)."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = []
+            if isinstance(x, Split):
+                for xb, _ in x.batches(batch_size, device=self.device):
+                    chunks.append(self(xb).float().softmax(-1))
+            else:
+                if not isinstance(x, torch.Tensor):
+                    raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
+                for start in range(0, x.shape[0], batch_size):
+                    chunks.append(self(x[start : start + batch_size].to(self.device)).float().softmax(-1))
+            return torch.cat(chunks, dim=1)
+        finally:
+            self.train(was_training)
+
+    def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
+        """The ensemble's predictive distribution ``(N, C)``: the mean of member probabilities."""
+        return self.predict_proba(x, batch_size).mean(0)
+
+    # ----------------------------------------------------------------- members
+    def _locate(self, i: int) -> tuple[MemberGroup, int]:
+        if not -self.num_members <= i < self.num_members:
+            raise IndexError(f"member {i} out of range for {self.num_members} members")
+        i %= self.num_members
+        for g in self.groups:
+            if i < g.num_members:
+                return g, i
+            i -= g.num_members
+        raise AssertionError("unreachable")
+
+    def member(self, i: int) -> nn.Module:
+        """Member ``i`` as an independent ``nn.Module`` (a copy)."""
+        g, j = self._locate(i)
+        module = copy.deepcopy(g.template)
+        module.load_state_dict({k: v.detach().clone() for k, v in g.member_state(j).items()}, strict=False)
+        return module
+
+    def to_modules(self) -> list[nn.Module]:
+        return [self.member(i) for i in range(self.num_members)]
+
+    def subset(self, indices: Sequence[int]) -> "Ensemble":
+        """A new ensemble of the chosen members (copies), in the given order."""
+        return Ensemble.cat(
+            Ensemble([g.select([j])], [self.members_info[i]]) for i in indices for g, j in [self._locate(int(i))]
+        )
+
+    def clone(self) -> "Ensemble":
+        return Ensemble([g.select(range(g.num_members)) for g in self.groups], self.members_info).train(self.training)
+
+    # ----------------------------------------------------------------- save / load
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for gi, g in enumerate(self.groups):
+            out.update({f"g{gi}.param.{k}": v for k, v in g.params.items()})
+            out.update({f"g{gi}.buffer.{k}": v for k, v in g.buffers.items()})
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "groups": [
+                {"members": g.num_members, "spec": g.spec, "frozen": [k for k, v in g.params.items() if not v.requires_grad]}
+                for g in self.groups
+            ],
+            "members": self.members_info,
+        }
+
+    def save(self, path: str) -> None:
+        """Save weights (safetensors) and metadata (JSON inside the file), atomically."""
+        save_tensors(path, self.state_tensors(), self.metadata())
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy saved tensors into this ensemble's tensors in place (shapes must match)."""
+        for name, target in self.state_tensors().items():
+            if name not in tensors:
+                raise DataError(f"saved state lacks tensor {name!r}")
+            if tensors[name].shape != target.shape:
+                raise DataError(f"tensor {name!r}: saved shape {tuple(tensors[name].shape)} != {tuple(target.shape)}")
+            with torch.no_grad():
+                target.copy_(tensors[name])
+
+    @classmethod
+    def load(cls, path: str, factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None, device: str | torch.device = "cpu") -> "Ensemble":
+        """Load a saved ensemble; never unpickles.
+
+        Args:
+            path: a file written by :meth:`save`.
+            factory: needed only for members built by a plain Python callable (no spec
+                saved); one per group or one for all.
+            device: where the tensors go.
+        """
+        tensors, meta = load_tensors(path, device=device)
+        if not meta or meta.get("format") != _FORMAT:
+            raise DataError(f"{path}: not an ensemblekit ensemble file")
+        groups = []
+        for gi, gmeta in enumerate(meta["groups"]):
+            if gmeta["spec"] is not None:
+                template = model_factory(gmeta["spec"])()
+            else:
+                fac = factory[gi] if isinstance(factory, Sequence) else factory
+                if fac is None:
+                    raise ConfigError(f"{path}: group {gi} was built by a Python callable; pass factory= to load it")
+                template = fac()
+            template = template.to(device)
+            params, buffers = OrderedDict(), OrderedDict()
+            for k, _ in template.named_parameters():
+                params[k] = tensors[f"g{gi}.param.{k}"].requires_grad_(k not in gmeta["frozen"])
+            for k, _ in template.named_buffers():
+                buffers[k] = tensors[f"g{gi}.buffer.{k}"]
+            groups.append(MemberGroup(template, params, buffers, gmeta["spec"]))
+        return cls(groups, meta.get("members"))
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{g.num_members} x {g.spec['name'] if g.spec and 'name' in g.spec else type(g.template).__name__}" for g in self.groups)
+        return f"Ensemble({kinds})"
+
+
+def _same_architecture(a: nn.Module, b: nn.Module) -> bool:
+    if type(a) is not type(b) or repr(a) != repr(b):
+        return False
+    sa = [(k, v.shape, v.dtype) for k, v in [*a.named_parameters(), *a.named_buffers()]]
+    sb = [(k, v.shape, v.dtype) for k, v in [*b.named_parameters(), *b.named_buffers()]]
+    return sa == sb

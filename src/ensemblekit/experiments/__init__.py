@@ -1,0 +1,6 @@
+"""Runs behind the CLI: one training run, and comparisons of methods x budgets x seeds."""
+
+from .compare import run_compare
+from .run import run_training
+
+__all__ = ["run_training", "run_compare"]

@@ -1,0 +1,168 @@
+"""Comparisons of methods x budgets x seeds: the table of METHODS.md §3 for any model and data.
+
+Each *cell* (method, budget, seed) is an independent unit of work: a pure function of
+its resolved spec that trains into its own folder (``cells/<label>-b<k>-s<seed>``)
+and writes ``row.json``. Cells already done are skipped, so a killed comparison
+continues where it stopped; a cell that fails is reported and the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from ..config import CompareConfig, DataConfig, MethodConfig
+from ..data.dataset import Data
+from ..errors import EnsembleKitError
+from ..metrics.evaluate import evaluate
+from ..report.plots import line_plot, size_curve_plot
+from ..report.tables import comparison_markdown, grid, mean_std
+from ..serialization import atomic_write_text, read_json, write_json
+from ..training.config import TrainConfig
+from .run import build_method, provenance
+
+__all__ = ["cell_specs", "run_cell", "run_compare", "write_report"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "method"
+
+
+def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
+    """The resolved, JSON-able spec of every cell, in table order."""
+    base = {
+        "data": cfg.data.model_dump(mode="json", exclude_none=True),
+        "model": cfg.model.spec(),
+        "train": cfg.train.model_dump(mode="json", exclude_unset=True),
+    }
+    specs = []
+    for m in cfg.methods:
+        for budget in cfg.budgets:
+            for seed in cfg.seeds:
+                key = f"{_slug(m.display)}-b{budget}-s{seed}"
+                specs.append({**base, "method": m.model_dump(mode="json"), "label": m.display, "budget": budget, "seed": seed, "key": key})
+    return specs
+
+
+def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None) -> dict[str, Any]:
+    """Train and evaluate one cell into ``cell_dir`` (resuming from its checkpoints); returns its row."""
+    row_path = os.path.join(cell_dir, "row.json")
+    if os.path.exists(row_path):
+        return read_json(row_path)
+    method_cfg = MethodConfig(**spec["method"])
+    data = data if data is not None else DataConfig(**spec["data"]).load()
+    train = {**spec["train"], **method_cfg.train}
+    budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train))
+    method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
+    method.fit(data, run_dir=cell_dir, resume=True)
+    ens = method.ensemble_
+    ens.save(os.path.join(cell_dir, "ensemble.safetensors"))
+    test = evaluate(ens, data.test)
+    row = {
+        "method": spec["label"],
+        "name": method_cfg.name,
+        "budget": int(spec["budget"]),
+        "seed": int(spec["seed"]),
+        "members": ens.num_members,
+        "wall_s": round(method.train_seconds_, 3),
+        "test": {k: test[k] for k in ("accuracy", "error", "nll", "brier", "ece")},
+        "test_member_mean": test["member_mean"],
+        "test_diversity": test["diversity"],
+        "size_curve": test["size_curve"],
+        "params": budget_kwargs,
+    }
+    method.report(method_run_dir(cell_dir), data)
+    write_json(row_path, row)
+    shutil.rmtree(os.path.join(cell_dir, "checkpoints"), ignore_errors=True)  # row.json now marks the cell done
+    return row
+
+
+def method_run_dir(cell_dir: str):  # noqa: ANN201
+    from ..training.checkpoint import RunDir
+
+    return RunDir(cell_dir)
+
+
+CellRunner = Callable[[Sequence[Mapping[str, Any]], str, Data], list[dict[str, Any]]]
+
+
+def _run_local(specs: Sequence[Mapping[str, Any]], out_dir: str, data: Data, on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for spec in specs:
+        cell_dir = os.path.join(out_dir, "cells", spec["key"])
+        t0 = time.perf_counter()
+        try:
+            row = run_cell(spec, cell_dir, data)
+        except EnsembleKitError as exc:
+            row = {"method": spec["label"], "budget": spec["budget"], "seed": spec["seed"], "failed": f"{type(exc).__name__}: {exc}"}
+        row.setdefault("elapsed_s", round(time.perf_counter() - t0, 3))
+        rows.append(row)
+        if on_done is not None:
+            on_done(spec, row)
+    return rows
+
+
+def run_compare(
+    cfg: CompareConfig,
+    out_dir: str,
+    *,
+    data: Data | None = None,
+    on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every cell (skipping finished ones), then write ``results.json``, ``results.md`` and plots.
+
+    Returns:
+        The rows; failed cells carry ``failed`` with the error instead of metrics.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    data = data if data is not None else cfg.data.load()
+    specs = cell_specs(cfg)
+    rows = _run_local(specs, out_dir, data, on_done)
+    write_report(cfg, rows, out_dir)
+    return rows
+
+
+def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
+    """``results.json`` (all rows), ``results.md`` (tables) and the plots; returns the Markdown."""
+    ok = [r for r in rows if "failed" not in r]
+    methods = [m.display for m in cfg.methods]
+    write_json(os.path.join(out_dir, "results.json"), list(rows))
+    title = f"{cfg.model.name or cfg.model.factory} on {cfg.data.name or cfg.data.npz}"
+    md = comparison_markdown(ok, methods, cfg.budgets, title=title)
+    failed = [r for r in rows if "failed" in r]
+    if failed:
+        md += "\n## Failed cells\n\n" + "\n".join(f"- {r['method']} {r['budget']}B seed {r['seed']}: {r['failed']}" for r in failed) + "\n"
+    md += f"\n_Produced by ensemblekit {provenance()['ensemblekit']} (commit {provenance()['commit']})._\n"
+    atomic_write_text(os.path.join(out_dir, "results.md"), md)
+    if ok:
+        g = grid(ok, lambda r: 100.0 * (1.0 - r["test"]["accuracy"]))
+        series, errs = {}, {}
+        for m in methods:
+            pts = [(b, *mean_std(g[(m, b)])) for b in cfg.budgets if (m, b) in g]
+            if pts:
+                series[m] = ([p[0] for p in pts], [p[1] for p in pts])
+                errs[m] = [p[2] for p in pts]
+        line_plot(series, os.path.join(out_dir, "error_vs_budget.png"), "budget (single-model budgets B)", "test error (%)", title=title, yerr=errs)
+        curves = {}
+        for m in methods:
+            mine = [r for r in ok if r["method"] == m]
+            if not mine:
+                continue
+            top = max(r["budget"] for r in mine)
+            runs = [r["size_curve"] for r in mine if r["budget"] == top]
+            n = min(len(c["members"]) for c in runs)
+            if n < 2:
+                continue
+            curves[f"{m} ({top}B)"] = {
+                "members": list(range(1, n + 1)),
+                "error": [sum(100.0 * (1.0 - c["accuracy"][k]) for c in runs) / len(runs) for k in range(n)],
+            }
+        if curves:
+            size_curve_plot(curves, os.path.join(out_dir, "error_vs_members.png"), title=f"{title}: test error vs members (mean over seeds)")
+    return md

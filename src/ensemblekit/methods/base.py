@@ -1,0 +1,217 @@
+"""The surface every ensemble method shares (scikit-learn style).
+
+Hyperparameters are stored by ``__init__`` and validated at :meth:`Method.fit`;
+``fit`` returns ``self``; learned state ends in ``_``: ``ensemble_`` (an
+:class:`~ensemblekit.ensemble.Ensemble`), ``history_`` (per-epoch records) and
+``cost_`` (wall-clock seconds per stage). Predictions keep the member axis ``(M, B, C)``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, ClassVar
+
+import torch
+from pydantic import ValidationError
+
+from ..data.dataset import Data
+from ..ensemble import Ensemble
+from ..errors import ConfigError, DataError
+from ..models.registry import ModelFactory, model_factory
+from ..registry import Registry
+from ..seeding import derive_seed
+from ..training.checkpoint import RunDir
+from ..training.config import StrictModel, TrainConfig
+
+__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "format_validation_error"]
+
+METHODS: Registry[type["Method"]] = Registry("method")
+
+
+def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
+    """Class decorator registering a :class:`Method` subclass under ``name``."""
+
+    def decorator(cls: type["Method"]) -> type["Method"]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
+
+
+def create_method(name: str, **kwargs: Any) -> "Method":
+    """Build a registered method, e.g. ``create_method("independent", model="cnn1d", members=5, epochs=30)``.
+
+    Keyword arguments are the method's hyperparameters, ``model``, ``seed``, ``train``
+    (a TrainConfig or dict) and any TrainConfig field given directly (``epochs=30``).
+    """
+    return METHODS.get(name)(**kwargs)
+
+
+def _valid_keys(root: type | None, loc: tuple) -> list[str]:
+    """Field names of the model that holds the unknown key at ``loc`` (walking from ``root``)."""
+    from pydantic import BaseModel
+
+    node = root
+    for part in loc[:-1]:
+        if node is None or not (isinstance(node, type) and issubclass(node, BaseModel)) or part not in node.model_fields:
+            return []
+        node = node.model_fields[str(part)].annotation
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return []
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "", root: type | None = None) -> str:
+    """One line naming the first invalid field, the value received and what is allowed."""
+    err = exc.errors()[0]
+    parts = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "union[")))
+    loc = ".".join(str(p) for p in parts)
+    where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(root, parts)
+        return f"{where}: unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
+    if err["type"] == "value_error":
+        return f"{where}: {msg}"
+    return f"{where}: {msg} (got {err.get('input')!r})"
+
+
+def check_model_fits(factory: ModelFactory, data: Data) -> None:
+    """Dry-run one member on two training examples; a clear DataError if the shapes do not fit."""
+    x = data.train.x[:2] if data.train.in_memory else data.train.tensors()[0][:2]
+    module = factory()
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception as exc:  # the model's own shape error
+        raise DataError(
+            f"model {factory.label!r} cannot take {data.name} examples of shape {tuple(data.input_shape)}: {exc}"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], data.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DataError(f"model {factory.label!r} outputs {shape} for a batch of 2; expected (2, {data.num_classes}) for {data.num_classes} classes")
+
+
+class Method:
+    """Base class of ensemble methods.
+
+    Subclasses declare ``Params`` (a pydantic model of their hyperparameters), implement
+    ``_fit(data, factory, run)`` to set ``ensemble_`` and ``history_``, and
+    ``at_budget`` (how to spend k single-model budgets, for ``compare``).
+
+    Args:
+        model: registered name, ``{name, kwargs}``, ``{factory, kwargs}`` or a zero-argument
+            callable returning an ``nn.Module``.
+        seed: the run seed; member initialisations and data orders derive from it.
+        train: a :class:`TrainConfig` or dict; TrainConfig fields may also be given
+            directly as keyword arguments (``epochs=30``).
+        **kwargs: the method's hyperparameters (see ``Params``).
+    """
+
+    name: ClassVar[str] = "method"
+    Params: ClassVar[type[StrictModel]] = StrictModel
+
+    def __init__(self, model: Any = "cnn1d", *, seed: int = 0, train: TrainConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.model = model
+        self.seed = seed
+        base = train.model_dump() if isinstance(train, TrainConfig) else dict(train or {})
+        self.params: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in self.Params.model_fields:
+                self.params[key] = value
+            elif key in TrainConfig.model_fields:
+                base[key] = value
+            else:
+                valid = sorted([*self.Params.model_fields, *TrainConfig.model_fields, "model", "seed", "train"])
+                raise ConfigError(f"{self.name}: unknown argument {key!r}; valid: {', '.join(valid)}")
+        self.train = base
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    @classmethod
+    def at_budget(cls, budget: int, train: TrainConfig) -> dict[str, Any]:
+        """Keyword arguments that make this method spend ``budget`` single-model budgets
+        (one budget = one model trained with ``train``)."""
+        raise NotImplementedError(f"{cls.name} does not define how to spend a budget")
+
+    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ public surface
+    def get_params(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "train": dict(self.train), **self.params}
+
+    def member_seeds(self, n: int, label: str = "member") -> list[int]:
+        return [derive_seed(self.seed, label, i) for i in range(n)]
+
+    def validate(self) -> None:
+        """Check hyperparameters and training options (called by :meth:`fit`)."""
+        try:
+            self.params_ = self.Params(**self.params)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, prefix=self.name, root=self.Params)) from None
+        try:
+            self.train_config_ = TrainConfig(**self.train)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, prefix="train", root=TrainConfig)) from None
+
+    def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True) -> "Method":
+        """Train on ``data.train``; returns ``self`` with ``ensemble_``, ``history_``, ``cost_``.
+
+        Args:
+            data: a :class:`~ensemblekit.data.Data` (``load_dataset``, ``from_arrays``...).
+            run_dir: folder for checkpoints and ``metrics.jsonl`` (``None``: in memory).
+            resume: continue from checkpoints found in ``run_dir``.
+
+        Raises:
+            ConfigError: invalid hyperparameters. DataError: data the model cannot take.
+            NonFiniteLossError: the loss diverged.
+        """
+        self.validate()
+        factory = model_factory(self.model, input_shape=data.input_shape, num_classes=data.num_classes)
+        check_model_fits(factory, data)
+        run = RunDir(run_dir) if run_dir is not None else None
+        self.history_: list[dict[str, Any]] = []
+        self.cost_: dict[str, float] = {}
+        self.resume_ = resume
+        start = time.perf_counter()
+        self._fit(data, factory, run)
+        self.cost_["fit_s"] = time.perf_counter() - start
+        return self
+
+    @property
+    def train_seconds_(self) -> float:
+        """Seconds spent in training stages (summed across resumes)."""
+        return float(sum(v for k, v in self.cost_.items() if k != "fit_s"))
+
+    def report(self, run: RunDir, data: Data) -> None:
+        """Write method-specific tables and plots into a run directory (default: nothing)."""
+
+    def predict_proba(self, x: Any) -> torch.Tensor:
+        """Per-member probabilities ``(M, N, C)`` of the fitted ensemble."""
+        self._check_fitted()
+        return self.ensemble_.predict_proba(x)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ensemble_"):
+            raise ConfigError(f"{self.name} is not fitted yet; call fit(data) first")
+
+    def _train_stage(self, ensemble: Ensemble, data: Data, run: RunDir | None, stage: str, **trainer_kwargs: Any) -> Ensemble:
+        """Run one engine stage, recording its history and cost."""
+        from ..training.engine import Trainer
+
+        config = trainer_kwargs.pop("config", self.train_config_)
+        trainer = Trainer(ensemble, data, config, seed=self.seed, run=run, stage=stage, resume=self.resume_, **trainer_kwargs)
+        trained = trainer.fit()
+        self.history_.extend(trainer.history)
+        self.cost_[stage] = trainer.wall_s
+        self.last_trainer_ = trainer
+        return trained
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}(model={self.model!r}{', ' if args else ''}{args})"

@@ -1,0 +1,62 @@
+"""Markdown tables of comparison results: mean ± std over seeds, methods x budgets."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+__all__ = ["mean_std", "grid", "markdown_table", "comparison_markdown"]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def grid(rows: Iterable[Mapping[str, Any]], value: Callable[[Mapping[str, Any]], float]) -> dict[tuple[str, int], list[float]]:
+    """``(method, budget) -> [value per seed]``."""
+    out: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in rows:
+        out[(r["method"], int(r["budget"]))].append(float(value(r)))
+    return out
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _cell(values: list[float] | None, digits: int) -> str:
+    if not values:
+        return "—"
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "") -> str:
+    """The comparison report: test error %, NLL, ECE and training seconds, mean ± std over seeds."""
+    seeds = sorted({r["seed"] for r in rows})
+    parts = [f"# {title}".rstrip() if title else "# Comparison", ""]
+    parts.append(f"Mean ± sample std over {len(seeds)} seed(s) {seeds}; budget kB = k times the cost of one model trained with the shared `train` settings.")
+    parts.append("")
+    specs = [
+        ("Test error (%)", lambda r: 100.0 * (1.0 - r["test"]["accuracy"]), 2),
+        ("Test NLL", lambda r: r["test"]["nll"], 3),
+        ("Test ECE (%)", lambda r: 100.0 * r["test"]["ece"], 2),
+        ("Training wall-clock (s)", lambda r: r["wall_s"], 1),
+        ("Members", lambda r: r["members"], 0),
+    ]
+    for name, fn, digits in specs:
+        g = grid(rows, fn)
+        header = ["method", *[f"{b}B" for b in budgets]]
+        body = [[m, *[_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
+        parts += [f"## {name}", "", markdown_table(header, body), ""]
+    return "\n".join(parts)

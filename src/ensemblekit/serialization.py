@@ -1,0 +1,81 @@
+"""Atomic files and tensor storage without pickle (safetensors + JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as _st_save
+
+from .errors import DataError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_tensors", "load_tensors"]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a temporary file in the same folder, fsync it, then rename over ``path``.
+
+    A reader (or a resumed run after a kill) sees either the old file or the new one, never half.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> None:
+    """Save named tensors (and JSON metadata) to a safetensors file, atomically."""
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    meta = {"json": json.dumps(metadata, default=_json_default)} if metadata is not None else None
+    atomic_write_bytes(path, _st_save(plain, metadata=meta))
+
+
+def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], Any]:
+    """Load a file written by :func:`save_tensors`: ``(tensors, metadata)``. Never unpickles."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"file not found: {path}")
+    try:
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            raw = (f.metadata() or {}).get("json")
+    except Exception as exc:  # SafetensorError, OSError
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return tensors, (json.loads(raw) if raw else None)

@@ -1,0 +1,280 @@
+"""Learning-rate policies as pure ``step -> lr`` functions.
+
+Every policy is a closed-form function of the global iteration ``step`` (0-based)
+built by a small factory; policies compose with :func:`warmup` and :func:`join`.
+They meet ``torch.optim`` only through ``LambdaLR`` (see :func:`lambda_lr`), which
+scales each parameter group's own initial learning rate, so groups (or members)
+with different learning rates keep their ratios.
+
+Example:
+    >>> sched = warmup(cosine(0.1, total_steps=900), steps=100)
+    >>> sched(0), sched(100), round(sched(550), 4)
+    (0.0, 0.1, 0.05)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Callable, Sequence
+
+from ..errors import ConfigError
+
+__all__ = [
+    "Schedule",
+    "constant",
+    "step_decay",
+    "cosine",
+    "linear",
+    "inverse_sqrt",
+    "warmup",
+    "cosine_restarts",
+    "fge_triangle",
+    "join",
+    "lambda_lr",
+]
+
+Schedule = Callable[[int], float]
+
+
+def _named(fn: Schedule, text: str) -> Schedule:
+    fn.__name__ = fn.__qualname__ = text  # type: ignore[attr-defined]
+    return fn
+
+
+def _positive(value: float, name: str) -> float:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def _steps(value: int, name: str, minimum: int = 1) -> int:
+    if int(value) != value or value < minimum:
+        raise ConfigError(f"{name} must be an integer number of iterations >= {minimum}, got {value}")
+    return int(value)
+
+
+def constant(lr: float) -> Schedule:
+    """``lr`` at every step."""
+    lr = _positive(lr, "lr")
+    return _named(lambda step: lr, f"constant({lr:g})")
+
+
+def step_decay(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> Schedule:
+    """``lr * gamma ** k`` where k is the number of milestones <= step."""
+    lr = _positive(lr, "lr")
+    ms = sorted(_steps(m, "milestones", 0) for m in milestones)
+    if not 0 < gamma:
+        raise ConfigError(f"gamma must be > 0, got {gamma}")
+    return _named(lambda step: lr * gamma ** bisect.bisect_right(ms, step), f"step_decay({lr:g}, {ms}, {gamma:g})")
+
+
+def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
+    """Cosine decay from ``lr`` at step 0 to ``min_lr`` at ``total_steps`` (held after)."""
+    lr, total = _positive(lr, "lr"), _steps(total_steps, "total_steps")
+
+    def fn(step: int) -> float:
+        s = min(max(step, 0), total)
+        return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * s / total))
+
+    return _named(fn, f"cosine({lr:g}, {total}, min_lr={min_lr:g})")
+
+
+def linear(lr: float, total_steps: int, end_lr: float = 0.0) -> Schedule:
+    """Linear decay from ``lr`` at step 0 to ``end_lr`` at ``total_steps`` (held after)."""
+    lr, total = _positive(lr, "lr"), _steps(total_steps, "total_steps")
+    return _named(lambda step: lr + (end_lr - lr) * min(max(step, 0), total) / total, f"linear({lr:g}, {total}, end_lr={end_lr:g})")
+
+
+def inverse_sqrt(lr: float, timescale: int) -> Schedule:
+    """``lr`` until ``timescale`` steps, then ``lr * sqrt(timescale / step)``."""
+    lr, ts = _positive(lr, "lr"), _steps(timescale, "timescale")
+    return _named(lambda step: lr * math.sqrt(ts / max(step, ts)), f"inverse_sqrt({lr:g}, {ts})")
+
+
+def warmup(policy: Schedule, steps: int, start_lr: float = 0.0) -> Schedule:
+    """Linear warm-up in front of ``policy``: from ``start_lr`` to ``policy(0)`` over ``steps``, then ``policy(step - steps)``."""
+    w = _steps(steps, "warmup steps", 0)
+    if w == 0:
+        return policy
+    peak = policy(0)
+
+    def fn(step: int) -> float:
+        if step < w:
+            return start_lr + (peak - start_lr) * step / w
+        return policy(step - w)
+
+    return _named(fn, f"warmup({w}) -> {getattr(policy, '__name__', 'policy')}")
+
+
+def cosine_restarts(lr: float, cycle_steps: int, min_lr: float = 0.0) -> Schedule:
+    """Cosine annealing with warm restarts (snapshot ensembles, Huang et al. 2017).
+
+    Inside every cycle of ``cycle_steps`` iterations, ``lr(t) = min_lr + 0.5 (lr - min_lr)
+    (1 + cos(pi t / T))`` with ``t = step mod T``; a snapshot is taken after the last
+    step of each cycle (``(step + 1) % T == 0``), where the rate is at its minimum.
+    """
+    lr, T = _positive(lr, "lr"), _steps(cycle_steps, "cycle_steps")
+    return _named(
+        lambda step: min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * (step % T) / T)),
+        f"cosine_restarts({lr:g}, {T}, min_lr={min_lr:g})",
+    )
+
+
+def fge_triangle(a1: float, a2: float, cycle_steps: int) -> Schedule:
+    """The cyclic piecewise-linear policy of Fast Geometric Ensembling (Garipov et al. 2018).
+
+    With ``i = step + 1`` and ``t(i) = (((i - 1) mod c) + 1) / c``:
+    ``lr = (1 - 2t) a1 + 2t a2`` for ``t <= 1/2`` and ``lr = (2 - 2t) a2 + (2t - 1) a1``
+    otherwise. The rate reaches ``a2`` at the middle of each cycle (``t = 1/2``, where
+    FGE collects a member) and ``a1`` at its end.
+
+    Args:
+        a1: the largest rate (> a2).
+        a2: the smallest rate (> 0).
+        cycle_steps: c, an even number of iterations >= 2.
+
+    Raises:
+        ConfigError: ``c`` odd or < 2, ``a1 <= a2`` or ``a2 <= 0``.
+    """
+    if int(cycle_steps) != cycle_steps or cycle_steps < 2 or cycle_steps % 2:
+        raise ConfigError(f"cycle must be an even number of iterations >= 2, got {cycle_steps}")
+    _positive(a2, "a2")
+    if not a1 > a2:
+        raise ConfigError(f"FGE needs a1 > a2, got a1={a1} and a2={a2}")
+    c = int(cycle_steps)
+
+    def fn(step: int) -> float:
+        t = ((step % c) + 1) / c
+        if t <= 0.5:
+            return (1.0 - 2.0 * t) * a1 + 2.0 * t * a2
+        return (2.0 - 2.0 * t) * a2 + (2.0 * t - 1.0) * a1
+
+    return _named(fn, f"fge_triangle({a1:g}, {a2:g}, {c})")
+
+
+def join(policies: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Run ``policies[k]`` from ``boundaries[k-1]`` on, each seeing steps counted from its own start.
+
+    Example: ``join([cosine(0.05, 800), fge_triangle(0.1, 0.001, 80)], [800])``.
+    """
+    if len(boundaries) != len(policies) - 1:
+        raise ConfigError(f"join needs {len(policies) - 1} boundaries for {len(policies)} policies, got {len(boundaries)}")
+    bounds = [_steps(b, "boundaries", 0) for b in boundaries]
+    if bounds != sorted(bounds):
+        raise ConfigError(f"boundaries must increase, got {bounds}")
+    starts = [0, *bounds]
+
+    def fn(step: int) -> float:
+        k = bisect.bisect_right(bounds, step)
+        return policies[k](step - starts[k])
+
+    return _named(fn, " | ".join(getattr(p, "__name__", "policy") for p in policies))
+
+
+def lambda_lr(optimizer, policy: Schedule, base_lr: float, last_step: int = -1):  # noqa: ANN001, ANN201
+    """``torch.optim.lr_scheduler.LambdaLR`` applying ``policy`` relative to ``base_lr``.
+
+    Every parameter group's rate becomes ``group_initial_lr * policy(step) / base_lr``,
+    so a group configured with ``base_lr`` follows the policy exactly and groups with
+    other rates keep their ratio to it.
+    """
+    from torch.optim.lr_scheduler import LambdaLR
+
+    base = _positive(base_lr, "base lr")
+    if last_step >= 0:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+    return LambdaLR(optimizer, lambda step: policy(step) / base, last_epoch=last_step)
+
+
+# --------------------------------------------------------------------------- from config
+_POLICIES = {
+    "constant": (),
+    "step": ("milestones", "gamma"),
+    "cosine": ("min_lr",),
+    "linear": ("end_lr",),
+    "inverse_sqrt": ("timescale",),
+    "cosine_restarts": ("cycles", "cycle", "min_lr"),
+    "fge": ("a1", "a2", "cycle"),
+}
+_COMMON = ("name", "unit", "warmup", "warmup_start_lr")
+
+
+def schedule_names() -> list[str]:
+    return sorted(_POLICIES)
+
+
+def check_schedule_spec(spec: object) -> None:
+    """Validate a schedule spec's name and keys without building it (for config validation)."""
+    if callable(spec):
+        return
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"schedule must be a name ({', '.join(schedule_names())}) or {{name: ..., ...}}, got {spec!r}")
+    name = str(spec["name"])
+    if name not in _POLICIES:
+        raise ConfigError(f"unknown schedule {name!r}; valid: {', '.join(schedule_names())}")
+    for key in spec:
+        if key not in _POLICIES[name] + _COMMON:
+            raise ConfigError(f"schedule {name!r} got unknown option {key!r}; valid: {', '.join(_POLICIES[name] + _COMMON[1:])}")
+    unit = spec.get("unit", "epoch")
+    if unit not in ("epoch", "iteration"):
+        raise ConfigError(f"schedule unit must be 'epoch' or 'iteration', got {unit!r}")
+
+
+def build_schedule(spec: object, *, lr: float, total_steps: int, steps_per_epoch: int) -> Schedule:
+    """Build a policy from a config value.
+
+    Args:
+        spec: a name (``"cosine"``), a dict such as ``{name: step, milestones: [15, 25],
+            gamma: 0.1, warmup: 1}``, or a callable ``step -> lr`` (returned as is).
+            Durations (``milestones``, ``cycle``, ``timescale``, ``warmup``) are in
+            epochs unless ``unit: iteration``; fractional epochs are rounded to whole
+            iterations. ``cosine_restarts`` takes ``cycles`` (how many over the run) or
+            ``cycle`` (length). ``fge`` defaults to ``a1 = lr``, ``a2 = lr / 100``,
+            ``cycle = 2`` epochs.
+        lr: the base (peak) learning rate, the optimizer's ``lr``.
+        total_steps: iterations of the whole run.
+        steps_per_epoch: iterations per epoch (for epoch units).
+
+    Raises:
+        ConfigError: unknown name or option, out-of-range value.
+    """
+    if callable(spec):
+        return spec  # type: ignore[return-value]
+    check_schedule_spec(spec)
+    s = {"name": spec} if isinstance(spec, str) else dict(spec)  # type: ignore[arg-type]
+    per = steps_per_epoch if s.get("unit", "epoch") == "epoch" else 1
+
+    def dur(value: float) -> int:
+        return int(round(float(value) * per))
+
+    warm = dur(s.get("warmup", 0))
+    if warm >= total_steps:
+        raise ConfigError(f"warmup ({warm} iterations) must be shorter than the run ({total_steps} iterations)")
+    body = total_steps - warm
+    name = s["name"]
+    if name == "constant":
+        policy = constant(lr)
+    elif name == "step":
+        policy = step_decay(lr, [dur(m) - warm for m in s.get("milestones", [])], s.get("gamma", 0.1))
+    elif name == "cosine":
+        policy = cosine(lr, body, s.get("min_lr", 0.0))
+    elif name == "linear":
+        policy = linear(lr, body, s.get("end_lr", 0.0))
+    elif name == "inverse_sqrt":
+        policy = inverse_sqrt(lr, max(1, dur(s.get("timescale", 1))))
+    elif name == "cosine_restarts":
+        if "cycle" in s:
+            cycle = dur(s["cycle"])
+        else:
+            cycles = int(s.get("cycles", 5))
+            if cycles < 1:
+                raise ConfigError(f"cycles must be >= 1, got {cycles}")
+            cycle = max(1, body // cycles)
+        policy = cosine_restarts(lr, cycle, s.get("min_lr", 0.0))
+    else:  # fge
+        policy = fge_triangle(s.get("a1", lr), s.get("a2", lr / 100), dur(s.get("cycle", 2)))
+    return warmup(policy, warm, s.get("warmup_start_lr", 0.0)) if warm else policy

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny synthetic data and small models so the suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ensemblekit as ek
+
+
+@pytest.fixture
+def blobs() -> ek.Data:
+    """A 3-class Gaussian-blob problem: 240 train / 60 val / 90 test, 8 features."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 2.0, size=(3, 8))
+    y = np.arange(390) % 3
+    x = centers[y] + rng.normal(0, 1.0, size=(390, 8))
+    return ek.from_arrays(x[:300], y[:300], x[300:], y[300:], val_fraction=0.2, seed=0, name="blobs")
+
+
+@pytest.fixture
+def tiny_mlp():
+    """Factory spec of a small MLP with BatchNorm and dropout (exercises buffers and randomness)."""
+    return {"name": "mlp", "kwargs": {"hidden": [16], "batchnorm": True, "dropout": 0.1}}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(1234)
+    yield

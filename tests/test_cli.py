@@ -1,0 +1,149 @@
+"""The command line: config validation (exit 2, one line), train/evaluate/compare, kill -9 and --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+RUN = {
+    "data": "digits",
+    "model": {"name": "mlp", "kwargs": {"hidden": [32], "dropout": 0.1}},
+    "method": {"name": "independent", "members": 3},
+    "train": {"epochs": 6, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}, "data_order": "per_member"},
+    "seed": 0,
+}
+
+
+def _cli(*args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ensemblekit", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def _write(path, obj) -> str:
+    path.write_text(yaml.safe_dump(obj))
+    return str(path)
+
+
+def _main(*args: str) -> int:
+    from ensemblekit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    return exc.value.code
+
+
+@pytest.mark.parametrize("patch, match", [
+    ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1 (got 0)"),
+    ({"train": {"epoch": 3}}, "train.epoch: unknown key; valid keys: epochs"),
+    ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid integer"),
+    ({"train": {"optimizer": {"name": "adam", "lr": -1}}}, "optimizer lr must be a number > 0, got -1"),
+    ({"model": "cnn3d"}, "unknown model 'cnn3d'"),
+    ({"data": "mnist2d"}, "unknown dataset 'mnist2d'"),
+    ({"method": "boost"}, "unknown method 'boost'"),
+    ({"method": {"name": "independent", "members": -1}}, "members: Input should be greater than or equal to 1"),
+])
+def test_bad_config_exits_2_with_one_line_and_trains_nothing(tmp_path, capsys, patch, match):
+    cfg = {**RUN, **patch, "out": str(tmp_path / "runs")}
+    assert _main("train", _write(tmp_path / "c.yaml", cfg)) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and match in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_config_exit_code_from_a_real_process(tmp_path):
+    res = _cli("compare", _write(tmp_path / "c.yaml", {"budgets": [0]}))
+    assert res.returncode == 2 and "budgets" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_npz_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.random.randn(20, 4), y=np.array([0, 1, 7] + [0] * 17), x_test=np.random.randn(5, 4), y_test=np.zeros(5))
+    cfg = {**RUN, "data": {"npz": str(bad), "num_classes": 3}, "out": str(tmp_path / "runs")}
+    res = _cli("train", _write(tmp_path / "c.yaml", cfg))
+    assert res.returncode == 2
+    assert "labels must be in 0..2, found values from 0 to 7" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    nan = tmp_path / "nan.npz"
+    x = np.random.randn(20, 4)
+    x[3, 1] = np.nan
+    np.savez(nan, x=x, y=np.arange(20) % 2)
+    assert _main("train", _write(tmp_path / "c2.yaml", {**cfg, "data": {"npz": str(nan)}})) == 2
+
+
+def test_train_then_evaluate(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", {**RUN, "out": str(tmp_path / "runs")})
+    res = _cli("train", cfg, "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=3")
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "ensemble.safetensors", "reliability.png", "size_curve.png", "training_curves.png"):
+        assert (run / name).exists(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["members"] == 3 and len(results["members_info"]) == 3
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 3
+    assert results["test"]["accuracy"] > 0.8
+    res = _cli("evaluate", str(run))
+    assert res.returncode == 0 and "ensemble" in res.stdout
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", {**RUN, "train": {**RUN["train"], "epochs": 12}, "out": str(tmp_path / "runs")})
+    ref = _cli("train", cfg, "--run-dir", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ensemblekit", "train", cfg, "--run-dir", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed (machine too fast for this check)")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "results.json").exists()
+    res = _cli("train", "--resume", str(tmp_path / "killed"))
+    assert res.returncode == 0, res.stderr
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())["test"]
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())["test"]
+    for key in ("accuracy", "nll", "brier", "ece"):
+        assert a[key] == b[key], key
+    assert a["members"] == b["members"]
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 13))
+
+
+def test_compare_writes_rows_table_and_plots(tmp_path):
+    cfg = {
+        "data": "digits",
+        "model": {"name": "mlp", "kwargs": {"hidden": [32]}},
+        "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+        "budgets": [1, 2],
+        "seeds": [0, 1],
+        "methods": [{"name": "independent", "label": "Ind"}],
+        "out": str(tmp_path / "cmp"),
+    }
+    res = _cli("compare", _write(tmp_path / "c.yaml", cfg))
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert len(rows) == 4
+    for r in rows:
+        assert {"method", "budget", "seed", "members", "wall_s", "test"} <= set(r)
+        assert {"accuracy", "nll", "brier", "ece"} <= set(r["test"])
+        assert r["members"] == r["budget"]
+    md = (tmp_path / "cmp" / "results.md").read_text()
+    assert "| Ind |" in md and "1B" in md and "±" in md
+    assert (tmp_path / "cmp" / "error_vs_budget.png").exists() and (tmp_path / "cmp" / "error_vs_members.png").exists()
+    again = _cli("compare", _write(tmp_path / "c.yaml", cfg))  # finished cells are skipped
+    assert again.returncode == 0
+    assert json.loads((tmp_path / "cmp" / "results.json").read_text())[0]["wall_s"] == rows[0]["wall_s"]
