@@ -111,6 +111,16 @@ class ModelFactory:
         return f"ModelFactory({self.label})"
 
 
+def _json_spec(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The spec as it will read back from a file (tuples become lists), or None if not JSON-able."""
+    import json
+
+    try:
+        return json.loads(json.dumps(spec))
+    except (TypeError, ValueError):
+        return None
+
+
 def _with_data_args(fn: Callable[..., Any], kwargs: dict[str, Any], data_args: Mapping[str, Any]) -> dict[str, Any]:
     try:
         params = inspect.signature(fn).parameters
@@ -160,14 +170,12 @@ def model_factory(
             builder = MODELS.get(name)
             kwargs = _with_data_args(builder, kwargs, data_args)
             _check_kwargs(builder, kwargs, f"model {name!r}")
-            spec = {"name": name, "kwargs": kwargs}
-            return ModelFactory(lambda: builder(**kwargs), spec, name)
+            return ModelFactory(lambda: builder(**kwargs), _json_spec({"name": name, "kwargs": kwargs}), name)
         path = str(model["factory"])
         fn = import_factory(path)
         kwargs = _with_data_args(fn, kwargs, data_args)
         _check_kwargs(fn, kwargs, f"model factory {path!r}")
-        spec = {"factory": path, "kwargs": kwargs}
-        return ModelFactory(lambda: fn(**kwargs), spec, path)
+        return ModelFactory(lambda: fn(**kwargs), _json_spec({"factory": path, "kwargs": kwargs}), path)
     if callable(model):
         label = getattr(model, "__qualname__", type(model).__name__)
         return ModelFactory(model, None, label)

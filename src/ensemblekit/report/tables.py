@@ -38,6 +38,8 @@ def _cell(values: list[float] | None, digits: int) -> str:
     if not values:
         return "—"
     m, s = mean_std(values)
+    if s == 0 and digits == 0:
+        return f"{m:.0f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._runtime import tune_allocator
 from ..data.batching import Batch, LoaderBatcher, TensorBatcher
 from ..data.dataset import Data
 from ..ensemble import Ensemble
@@ -157,6 +158,8 @@ class Trainer:
         Randomness inside training (dropout, augmentation) comes from a generator seeded
         from ``(seed, stage)`` and restored on resume; the caller's global RNG is untouched.
         """
+        if self.device.type == "cpu":
+            tune_allocator()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(self.seed, self.stage, "rng"))
