@@ -162,6 +162,40 @@ def compare(
     if any("failed" in r for r in rows):
         raise typer.Exit(1)
 
+@app.command()
+def schedule(
+    config: str = typer.Argument(..., help="A train config (YAML)."),
+    set_: Optional[List[str]] = SetOpt,
+    out: str = typer.Option("schedule.png", "--out", help="PNG to write."),
+) -> None:
+    """Draw the learning-rate policy of a train config (lr vs iteration, collection points marked)."""
+    from .config import RunConfig, load_config
+    from .experiments.schedule_plot import plot_schedule
+
+    cfg = load_config(config, RunConfig, set_ or [])
+    summary = plot_schedule(cfg, cfg.data.load(), out)
+    console.print(f"wrote {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+
+
+@app.command()
+def doctor(
+    config: str = typer.Argument(..., help="A train config (YAML)."),
+    set_: Optional[List[str]] = SetOpt,
+    out: str = typer.Option("lr_range.png", "--out", help="PNG of the learning-rate range test."),
+) -> None:
+    """Sanity checks before a long run: initial loss ~ log(C), overfit 2 batches, learning-rate range test."""
+    from .config import RunConfig, load_config
+    from .experiments.doctor import run_doctor
+
+    cfg = load_config(config, RunConfig, set_ or [])
+    checks = run_doctor(cfg, cfg.data.load(), out)
+    for c in checks:
+        mark = "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]"
+        console.print(f"{mark}  {c.name}: {c.detail}", highlight=False)
+    console.print(f"learning-rate range plot: {out}")
+    if not all(c.passed for c in checks):
+        raise typer.Exit(1)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors -> one line on stderr, exit code 2."""

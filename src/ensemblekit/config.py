@@ -73,11 +73,15 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """``cnn1d`` | ``{name: resnet, kwargs: {depth: 20}}`` | ``{factory: "pkg.mod:fn", kwargs: {...}}``."""
+    """``cnn1d`` | ``{name: resnet, kwargs: {depth: 20}}`` | ``{factory: "pkg.mod:fn", kwargs: {...}}``.
+
+    ``dropconnect: p`` wraps every Linear/Conv layer in DropConnect with drop probability p.
+    """
 
     name: str | None = None
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    dropconnect: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -94,7 +98,10 @@ class ModelConfig(StrictModel):
 
     def spec(self) -> dict[str, Any]:
         key = "name" if self.name is not None else "factory"
-        return {key: self.name or self.factory, "kwargs": dict(self.kwargs)}
+        spec: dict[str, Any] = {key: self.name or self.factory, "kwargs": dict(self.kwargs)}
+        if self.dropconnect:
+            spec["dropconnect"] = self.dropconnect
+        return spec
 
 
 class MethodConfig(StrictModel):

@@ -228,14 +228,18 @@ class Ensemble:
         return out.train(self.training)
 
     # ----------------------------------------------------------------- forward
-    def __call__(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        """Logits ``(M, B, C)``; ``x`` is ``(B, ...)`` shared by all members or ``(M, B, ...)`` when ``per_member``."""
+    def __call__(self, x: torch.Tensor, per_member: bool = False, params: Sequence[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Logits ``(M, B, C)``; ``x`` is ``(B, ...)`` shared by all members or ``(M, B, ...)`` when ``per_member``.
+
+        ``params`` (one dict per group) replaces the stacked parameters for this call
+        (the training engine passes tensors it differentiates through).
+        """
         if len(self.groups) == 1:
-            return self.groups[0].forward(x, per_member)
+            return self.groups[0].forward(x, per_member, params[0] if params is not None else None)
         outs, start = [], 0
-        for g in self.groups:
+        for gi, g in enumerate(self.groups):
             xs = x[start : start + g.num_members] if per_member else x
-            outs.append(g.forward(xs, per_member))
+            outs.append(g.forward(xs, per_member, params[gi] if params is not None else None))
             start += g.num_members
         return torch.cat(outs, dim=0)
 

@@ -6,7 +6,7 @@ import datetime as _dt
 import os
 import platform
 import subprocess
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import yaml
@@ -62,7 +62,7 @@ def _resolved(cfg: RunConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json", exclude_none=True)
 
 
-def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Data | None = None) -> dict[str, Any]:
+def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Data | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train ``cfg.method`` into ``run_dir`` (resuming from its checkpoints when ``resume``).
 
     Writes ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/``,
@@ -76,7 +76,7 @@ def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Da
         atomic_write_text(config_path, yaml.safe_dump(_resolved(cfg), sort_keys=False))
     data = data if data is not None else cfg.data.load()
     method = build_method(cfg.method, cfg.model.spec(), cfg.train.model_dump(exclude_unset=True), cfg.seed)
-    method.fit(data, run_dir=run_dir, resume=resume)
+    method.fit(data, run_dir=run_dir, resume=resume, callbacks=callbacks)
     return finish_run(method, data, rd, {"config": _resolved(cfg)})
 
 

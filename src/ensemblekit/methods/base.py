@@ -9,7 +9,7 @@ Hyperparameters are stored by ``__init__`` and validated at :meth:`Method.fit`;
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from pydantic import ValidationError
@@ -20,6 +20,7 @@ from ..errors import ConfigError, DataError
 from ..models.registry import ModelFactory, model_factory
 from ..registry import Registry
 from ..seeding import derive_seed
+from ..training.callbacks import Callback
 from ..training.checkpoint import RunDir
 from ..training.config import StrictModel, TrainConfig
 
@@ -159,13 +160,15 @@ class Method:
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, prefix="train", root=TrainConfig)) from None
 
-    def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True) -> "Method":
+    def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True, callbacks: Sequence[Callback] = ()) -> "Method":
         """Train on ``data.train``; returns ``self`` with ``ensemble_``, ``history_``, ``cost_``.
 
         Args:
             data: a :class:`~ensemblekit.data.Data` (``load_dataset``, ``from_arrays``...).
             run_dir: folder for checkpoints and ``metrics.jsonl`` (``None``: in memory).
             resume: continue from checkpoints found in ``run_dir``.
+            callbacks: extra :class:`~ensemblekit.training.Callback` hooks run in every
+                training stage (e.g. reporting to a hyperparameter search).
 
         Raises:
             ConfigError: invalid hyperparameters. DataError: data the model cannot take.
@@ -178,6 +181,7 @@ class Method:
         self.history_: list[dict[str, Any]] = []
         self.cost_: dict[str, float] = {}
         self.resume_ = resume
+        self.extra_callbacks_ = list(callbacks)
         start = time.perf_counter()
         self._fit(data, factory, run)
         self.cost_["fit_s"] = time.perf_counter() - start
@@ -187,6 +191,18 @@ class Method:
     def train_seconds_(self) -> float:
         """Seconds spent in training stages (summed across resumes)."""
         return float(sum(v for k, v in self.cost_.items() if k != "fit_s"))
+
+    def lr_policy(self, steps_per_epoch: int) -> tuple[Any, list[int]]:
+        """The learning-rate policy over the whole run and the iterations where members are
+        collected (for ``ensemblekit schedule``); default: ``train.schedule``, no collection
+        points. Methods with their own policy (snapshot, FGE) override this. Call after
+        :meth:`validate`."""
+        from ..training.optim import optimizer_lr
+        from ..training.schedules import build_schedule
+
+        cfg = self.train_config_
+        total = cfg.epochs * steps_per_epoch
+        return build_schedule(cfg.schedule, lr=optimizer_lr(cfg.optimizer), total_steps=total, steps_per_epoch=steps_per_epoch), []
 
     def report(self, run: RunDir, data: Data) -> None:
         """Write method-specific tables and plots into a run directory (default: nothing)."""
@@ -205,6 +221,7 @@ class Method:
         from ..training.engine import Trainer
 
         config = trainer_kwargs.pop("config", self.train_config_)
+        trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", ()), *getattr(self, "extra_callbacks_", [])]
         trainer = Trainer(ensemble, data, config, seed=self.seed, run=run, stage=stage, resume=self.resume_, **trainer_kwargs)
         trained = trainer.fit()
         self.history_.extend(trainer.history)

@@ -158,13 +158,21 @@ def model_factory(
     if isinstance(model, str):
         model = {"name": model}
     if isinstance(model, Mapping):
-        unknown = set(model) - {"name", "factory", "kwargs"}
+        unknown = set(model) - {"name", "factory", "kwargs", "dropconnect"}
         if unknown or ("name" in model) == ("factory" in model):
             raise ConfigError(
                 "model must be a registered name, {name: ..., kwargs: {...}} or "
                 f"{{factory: 'pkg.mod:fn', kwargs: {{...}}}}, got {dict(model)!r}"
             )
         kwargs = dict(model.get("kwargs") or {})
+        dropconnect = float(model.get("dropconnect") or 0.0)
+        if dropconnect:
+            inner = model_factory({k: v for k, v in model.items() if k != "dropconnect"}, input_shape=input_shape, num_classes=num_classes)
+            from .dropconnect import apply_dropconnect
+
+            apply_dropconnect(inner(), dropconnect)  # validate p now, not at the first member
+            spec = dict(inner.spec, dropconnect=dropconnect) if inner.spec is not None else None
+            return ModelFactory(lambda: apply_dropconnect(inner(), dropconnect), spec, f"{inner.label}+dropconnect")
         if "name" in model:
             name = str(model["name"]).lower()
             builder = MODELS.get(name)

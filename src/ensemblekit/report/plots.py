@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from ..errors import ConfigError, DataError
 from ..metrics.classification import reliability
 
-__all__ = ["reliability_diagram", "size_curve_plot", "line_plot", "training_curves"]
+__all__ = ["reliability_diagram", "size_curve_plot", "line_plot", "training_curves", "lr_plot"]
 
 _DPI = 120
 _SIZE_METRICS = {
@@ -264,4 +264,29 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path, titl
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def lr_plot(steps: Sequence[int], lrs: Sequence[float], path: str | Path, marks: Sequence[int] = (), steps_per_epoch: int | None = None, title: str | None = None) -> Path:
+    """Learning rate vs iteration, with member-collection points marked (snapshot, FGE).
+
+    Args:
+        steps, lrs: the policy evaluated at each iteration.
+        marks: iterations after which a member is collected (drawn as dots).
+        steps_per_epoch: adds a secondary epoch axis when given.
+    """
+    fig = _new_figure((7.0, 3.6))
+    ax = fig.subplots()
+    ax.plot(steps, lrs, lw=1.2, label="learning rate")
+    if marks:
+        ax.plot(list(marks), [lrs[min(m, len(lrs) - 1)] for m in marks], "o", ms=5, color="C3", label=f"members collected ({len(marks)})")
+        ax.legend()
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate")
+    ax.grid(True, alpha=0.3)
+    if steps_per_epoch:
+        sec = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
+        sec.set_xlabel("epoch")
+    if title:
+        ax.set_title(title, fontsize=9)
     return _save(fig, path)

@@ -9,13 +9,67 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .optim import check_optimizer_spec
 from .schedules import check_schedule_spec
 
-__all__ = ["StrictModel", "TrainConfig"]
+__all__ = ["StrictModel", "TrainConfig", "PenaltyConfig", "EarlyStoppingConfig"]
 
 
 class StrictModel(BaseModel):
     """Pydantic model that refuses unknown keys (a typo is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=True)
+
+
+class PenaltyConfig(StrictModel):
+    """Penalties added to each member's loss (per member, on that member's own weights).
+
+    Attributes:
+        l2: ``(l2 / 2) * sum w^2`` (an L2 *penalty*: its gradient goes through the
+            optimizer, so Adam rescales it; compare ``TrainConfig.weight_decay``).
+        l1: ``l1 * sum |w|``.
+        elastic_net: ``strength * (l1_ratio * sum |w| + (1 - l1_ratio) / 2 * sum w^2)``.
+        weight_elimination: ``strength * sum (w^2 / w0^2) / (1 + w^2 / w0^2)``.
+        apply_to: ``all`` parameters or only ``weights`` (tensors with >= 2 dimensions:
+            biases and normalisation parameters are left alone).
+    """
+
+    l2: float = Field(0.0, ge=0)
+    l1: float = Field(0.0, ge=0)
+    elastic_net: dict[str, float] | None = None
+    weight_elimination: dict[str, float] | None = None
+    apply_to: Literal["all", "weights"] = "all"
+
+    @field_validator("elastic_net")
+    @classmethod
+    def _en(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if set(v) - {"strength", "l1_ratio"} or "strength" not in v:
+            raise ValueError(f"elastic_net takes strength (>= 0) and l1_ratio (in [0, 1]), got {v}")
+        if v["strength"] < 0 or not 0 <= v.get("l1_ratio", 0.5) <= 1:
+            raise ValueError(f"elastic_net needs strength >= 0 and l1_ratio in [0, 1], got {v}")
+        return {"strength": float(v["strength"]), "l1_ratio": float(v.get("l1_ratio", 0.5))}
+
+    @field_validator("weight_elimination")
+    @classmethod
+    def _we(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if set(v) - {"strength", "w0"} or "strength" not in v:
+            raise ValueError(f"weight_elimination takes strength (>= 0) and w0 (> 0), got {v}")
+        if v["strength"] < 0 or v.get("w0", 1.0) <= 0:
+            raise ValueError(f"weight_elimination needs strength >= 0 and w0 > 0, got {v}")
+        return {"strength": float(v["strength"]), "w0": float(v.get("w0", 1.0))}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.l2 or self.l1 or (self.elastic_net and self.elastic_net["strength"]) or (self.weight_elimination and self.weight_elimination["strength"]))
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when no member's validation metric improved for ``patience`` evaluations; restore each member's best weights."""
+
+    patience: int = Field(5, ge=1)
+    metric: Literal["val_nll", "val_acc"] = "val_nll"
+    min_delta: float = Field(0.0, ge=0)
 
 
 class TrainConfig(StrictModel):
@@ -37,6 +91,15 @@ class TrainConfig(StrictModel):
         checkpoint_every: write a checkpoint every this many epochs (and at the end).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
         progress: show a progress bar (``null``: only when stderr is a terminal).
+        weight_decay: decoupled weight decay ``w <- w - lr * weight_decay * w`` after each
+            step, for any optimizer (AdamW-style; distinct from ``penalties.l2``).
+        penalties: L2, L1, elastic net, weight elimination (:class:`PenaltyConfig`).
+        augment: batch transforms applied to training inputs, e.g. ``[hflip, {name: crop,
+            padding: 4}, {name: cutout, size: 8}]`` or for signals ``[{name: shift, max_shift: 4}]``.
+        mixup: mixup's Beta(alpha, alpha) parameter (0: off); metrics stay on hard labels.
+        tta: deterministic test-time transforms whose predictions are averaged at
+            evaluation (e.g. ``[identity, hflip]``).
+        early_stopping: patience on a validation metric (:class:`EarlyStoppingConfig`).
     """
 
     epochs: int = Field(30, ge=1)
@@ -49,6 +112,12 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(1, ge=1)
     device: str = "auto"
     progress: bool | None = None
+    weight_decay: float = Field(0.0, ge=0)
+    penalties: PenaltyConfig = Field(default_factory=PenaltyConfig)
+    augment: list[Any] = Field(default_factory=list)
+    mixup: float = Field(0.0, ge=0)
+    tta: list[Any] = Field(default_factory=list)
+    early_stopping: EarlyStoppingConfig | None = None
 
     @field_validator("optimizer")
     @classmethod
@@ -60,6 +129,22 @@ class TrainConfig(StrictModel):
     @classmethod
     def _schedule(cls, v: Any) -> Any:
         check_schedule_spec(v)
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: list[Any]) -> list[Any]:
+        from ..data.augment import check_augment_spec
+
+        check_augment_spec(v)
+        return v
+
+    @field_validator("tta")
+    @classmethod
+    def _tta(cls, v: list[Any]) -> list[Any]:
+        from ..data.augment import check_tta_spec
+
+        check_tta_spec(v)
         return v
 
     @field_validator("device")

@@ -19,16 +19,21 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._runtime import tune_allocator
+from ..data.augment import build_augment, build_tta, mixup
 from ..data.batching import Batch, LoaderBatcher, TensorBatcher
 from ..data.dataset import Data
 from ..ensemble import Ensemble
 from ..errors import NonFiniteLossError
 from ..metrics.classification import accuracy, nll
+from ..metrics.evaluate import predict_proba
 from ..seeding import derive_seed
 from .callbacks import Callback
 from .checkpoint import RunDir
 from .config import TrainConfig
-from .optim import build_optimizer, clip_grad_norm_per_member, optimizer_lr
+from .early_stopping import EarlyStopping
+from .layout import ParamLayout, per_member_hparams
+from .optim import build_optimizer, optimizer_lr
+from .penalties import member_penalties
 from .schedules import Schedule, build_schedule, lambda_lr
 
 __all__ = ["Trainer", "cross_entropy_per_member", "resolve_device", "LossFn"]
@@ -41,6 +46,11 @@ def cross_entropy_per_member(logits: torch.Tensor, batch: Batch) -> torch.Tensor
     m, b, c = logits.shape
     y = batch.y.reshape(-1) if batch.per_member else batch.y.repeat(m)
     return F.cross_entropy(logits.reshape(m * b, c), y, reduction="none").reshape(m, b).mean(1)
+
+
+def _along_batch(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Reorder ``t`` (``(B,)`` or ``(M, B)``) along its batch axis by ``perm`` of the same shape."""
+    return t[perm] if t.dim() == 1 else torch.gather(t, 1, perm)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -93,6 +103,8 @@ class Trainer:
         self.stage = stage
         self.loss_fn = loss_fn or cross_entropy_per_member
         self.callbacks = list(callbacks)
+        if self.config.early_stopping is not None:
+            self.callbacks.append(EarlyStopping(self.config.early_stopping))
         self.resume = resume
         m = self.ensemble.num_members
         if data.train.in_memory:
@@ -108,13 +120,17 @@ class Trainer:
         self.schedule = schedule or build_schedule(
             self.config.schedule, lr=self.base_lr, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch
         )
-        self.optimizer = build_optimizer(self.config.optimizer, self.ensemble.parameters())
+        self.layout = ParamLayout(self.ensemble, per_member_hparams(self.config.optimizer, m))
+        self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
+        self.augment = build_augment(self.config.augment, data.input_shape)
+        self.tta = build_tta(self.config.tta, data.input_shape) if self.config.tta else None
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0
         self.wall_s = 0.0
         self.stop = False
         self.finished = False
+        self.last_losses: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -136,6 +152,7 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.ensemble.load_state_tensors(state["ensemble"])
+        self.layout.refresh_from_ensemble()
         opt = state["optimizer"]
         self.optimizer.load_state_dict({"state": {int(k): v for k, v in opt["state"].items()}, "param_groups": opt["param_groups"]})
         torch.set_rng_state(state["rng"]["cpu"].cpu())
@@ -199,16 +216,19 @@ class Trainer:
         start = self.step - self.epoch * self.steps_per_epoch
         for batch in self.batcher.epoch(self.epoch, start_step=start):
             lr = self.optimizer.param_groups[0]["lr"]
-            logits = ens(batch.x, per_member=batch.per_member)
-            losses = self.loss_fn(logits, batch)
+            losses, logits = self._losses(batch)
+            self.last_losses = losses.detach()
             loss = losses.sum()
             if not torch.isfinite(loss):
                 self._diverged(losses, lr)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.grad_clip is not None:
-                self._clip()
+                self.layout.clip(self.config.grad_clip)
+            if self.config.weight_decay:
+                self._decay()
             self.optimizer.step()
+            self.layout.sync_to_ensemble()
             scheduler.step()
             self.step += 1
             with torch.no_grad():
@@ -243,21 +263,42 @@ class Trainer:
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
 
     @torch.no_grad()
-    def evaluate_val(self) -> dict[str, float]:
-        """Validation accuracy and NLL of the ensemble and the mean member."""
-        probs = self.ensemble.predict_proba(self.data.val)  # type: ignore[arg-type]
+    def evaluate_val(self) -> dict[str, Any]:
+        """Validation accuracy and NLL of the ensemble, the mean member and each member."""
+        probs = predict_proba(self.ensemble, self.data.val, self.tta)  # type: ignore[arg-type]
         y = self.data.val.tensors()[1].to(probs.device)  # type: ignore[union-attr]
         mean = probs.mean(0)
+        member_acc, member_nll = accuracy(probs, y), nll(probs, y)
         return {
             "val_acc": float(accuracy(mean, y)),
             "val_nll": float(nll(mean, y)),
-            "val_member_acc": float(accuracy(probs, y).mean()),
+            "val_member_acc": float(member_acc.mean()),
+            "val_member_accs": [round(float(v), 6) for v in member_acc],
+            "val_member_nll": [round(float(v), 6) for v in member_nll],
         }
 
-    def _clip(self) -> None:
-        for group in self.ensemble.groups:
-            params = [p for p in group.params.values() if p.requires_grad]
-            clip_grad_norm_per_member(params, self.config.grad_clip, group.num_members)  # type: ignore[arg-type]
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member training losses ``(M,)`` (with augmentation, mixup, penalties) and the logits."""
+        x = self.augment(batch.x, None) if self.augment is not None else batch.x
+        params = self.layout.forward_params()
+        if self.config.mixup > 0:
+            x, perm, lam = mixup(x, batch.y, self.config.mixup)
+            partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None)
+            logits = self.ensemble(x, per_member=batch.per_member, params=params)
+            losses = lam * self.loss_fn(logits, batch) + (1 - lam) * self.loss_fn(logits, partner)
+        else:
+            logits = self.ensemble(x, per_member=batch.per_member, params=params)
+            losses = self.loss_fn(logits, batch)
+        if self.config.penalties.active:
+            losses = losses + member_penalties(self.ensemble, self.config.penalties, params)
+        return losses, logits
+
+    @torch.no_grad()
+    def _decay(self) -> None:
+        """Decoupled weight decay: ``w <- w (1 - lr * weight_decay)`` with each group's current rate."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.mul_(1.0 - group["lr"] * self.config.weight_decay)
 
     def _diverged(self, losses: torch.Tensor, lr: float) -> None:
         bad = [i for i, v in enumerate(losses.detach().tolist()) if not torch.isfinite(torch.tensor(v))]

@@ -39,6 +39,14 @@ def check_optimizer_spec(spec: OptimizerSpec) -> None:
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     valid = [p for p in inspect.signature(OPTIMIZERS[name]).parameters if p != "params"]
+    per_member = s.pop("per_member", None) or {}
+    if not isinstance(per_member, Mapping):
+        raise ConfigError(f"optimizer.per_member must map argument names to lists (one value per member), got {per_member!r}")
+    for key, values in per_member.items():
+        if key not in valid:
+            raise ConfigError(f"optimizer.per_member: {name!r} has no argument {key!r}; valid: {', '.join(valid)}")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"optimizer.per_member.{key} must be a list with one value per member, got {values!r}")
     for key, value in s.items():
         if key not in valid:
             raise ConfigError(f"optimizer {name!r} got unknown argument {key!r}; valid: {', '.join(valid)}")
@@ -53,6 +61,9 @@ def optimizer_lr(spec: OptimizerSpec, default: float = 1e-3) -> float:
     if callable(spec):
         return default
     s = _normalise(spec)
+    per_member = s.get("per_member") or {}
+    if "lr" in per_member:
+        return float(per_member["lr"][0])
     if "lr" in s:
         return float(s["lr"])
     param = inspect.signature(OPTIMIZERS[str(s["name"]).lower()]).parameters.get("lr")
@@ -79,6 +90,7 @@ def build_optimizer(spec: OptimizerSpec, params: Iterable[torch.Tensor] | list[d
         return opt
     check_optimizer_spec(spec)
     s = _normalise(spec)
+    s.pop("per_member", None)  # applied by the engine as one parameter group per member
     name = str(s.pop("name")).lower()
     return OPTIMIZERS[name](params, **s)
 
