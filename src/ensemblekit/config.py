@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 from typing import Any, Mapping
 
 import yaml
@@ -23,7 +24,7 @@ from .training.config import StrictModel, TrainConfig
 
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "RunConfig", "CompareConfig",
-    "load_yaml", "apply_overrides", "parse_config", "load_config",
+    "load_yaml", "parse_yaml", "apply_overrides", "parse_config", "load_config",
 ]
 
 _NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes")
@@ -197,12 +198,28 @@ class CompareConfig(StrictModel):
         return v
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2-style floats: ``1e-4`` is a number (PyYAML's 1.1 rules read it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*$|^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text safely (no object construction), with 1.2-style floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = parse_yaml(f.read())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
@@ -220,7 +237,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError:
             value = text
         node = out

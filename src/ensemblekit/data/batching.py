@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
 
-__all__ = ["Batch", "TensorBatcher", "LoaderBatcher", "DATA_ORDERS"]
+__all__ = ["Batch", "TensorBatcher", "LoaderBatcher", "DATA_ORDERS", "steps_per_epoch"]
 
 DATA_ORDERS = ("shared", "per_member", "bootstrap")
 
@@ -39,6 +39,16 @@ class Batch:
     @property
     def per_member(self) -> bool:
         return self.y.dim() == 2
+
+
+def steps_per_epoch(split, batch_size: int, drop_last: bool = False) -> int:  # noqa: ANN001
+    """Iterations per epoch the engine will run on ``split`` (a Split) with ``batch_size``."""
+    if not split.in_memory:
+        return len(split.loader)
+    n = len(split)
+    b = min(int(batch_size), n)
+    f = math.floor if drop_last else math.ceil
+    return max(1, int(f(n / b)))
 
 
 def _mix(seed: int, epoch: int, salt: int) -> int:

@@ -2,5 +2,6 @@
 
 from .compare import run_compare
 from .run import run_training
+from .tune import TuneConfig, run_tune
 
-__all__ = ["run_training", "run_compare"]
+__all__ = ["run_training", "run_compare", "run_tune", "TuneConfig"]

@@ -62,11 +62,12 @@ def _resolved(cfg: RunConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json", exclude_none=True)
 
 
-def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Data | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Data | None = None, callbacks: Sequence[Any] = (), plots: bool = True) -> dict[str, Any]:
     """Train ``cfg.method`` into ``run_dir`` (resuming from its checkpoints when ``resume``).
 
     Writes ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/``,
-    ``ensemble.safetensors``, ``results.json`` and plots. Returns the results dict.
+    ``ensemble.safetensors``, ``results.json`` and (unless ``plots=False``) plots.
+    Returns the results dict.
     """
     rd = RunDir(run_dir)
     config_path = rd.file("config.yaml")
@@ -77,10 +78,10 @@ def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Da
     data = data if data is not None else cfg.data.load()
     method = build_method(cfg.method, cfg.model.spec(), cfg.train.model_dump(exclude_unset=True), cfg.seed)
     method.fit(data, run_dir=run_dir, resume=resume, callbacks=callbacks)
-    return finish_run(method, data, rd, {"config": _resolved(cfg)})
+    return finish_run(method, data, rd, {"config": _resolved(cfg)}, plots=plots)
 
 
-def finish_run(method: Method, data: Data, rd: RunDir, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def finish_run(method: Method, data: Data, rd: RunDir, extra: Mapping[str, Any] | None = None, plots: bool = True) -> dict[str, Any]:
     """Save the ensemble, evaluate it on test (and val), write results.json and the plots."""
     ens = method.ensemble_
     ens.save(rd.file("ensemble.safetensors"))
@@ -99,6 +100,8 @@ def finish_run(method: Method, data: Data, rd: RunDir, extra: Mapping[str, Any] 
     if data.val is not None:
         results["val"] = evaluate(ens, data.val)
     write_json(rd.file("results.json"), results)
+    if not plots:
+        return results
     probs = ens.predict_proba(data.test).cpu()
     y = data.test.tensors()[1]
     reliability_diagram(probs.mean(0), y, rd.file("reliability.png"), title=f"{method.name}: test reliability")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from ..config import RunConfig
+from ..data.batching import steps_per_epoch
 from ..data.dataset import Data
 from ..report.plots import lr_plot
 from .run import build_method
@@ -16,9 +15,7 @@ def plot_schedule(cfg: RunConfig, data: Data, path: str) -> dict[str, float]:
     """Plot the policy the configured method would follow on ``data``; returns a summary."""
     method = build_method(cfg.method, cfg.model.spec(), cfg.train.model_dump(exclude_unset=True), cfg.seed)
     method.validate()
-    spe = math.ceil(len(data.train) / method.train_config_.batch_size)
-    if method.train_config_.batch_size >= len(data.train):
-        spe = 1
+    spe = steps_per_epoch(data.train, method.train_config_.batch_size)
     policy, marks = method.lr_policy(spe)
     total = _total_steps(method, spe)
     steps = list(range(total))

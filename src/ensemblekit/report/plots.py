@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from ..errors import ConfigError, DataError
 from ..metrics.classification import reliability
 
-__all__ = ["reliability_diagram", "size_curve_plot", "line_plot", "training_curves", "lr_plot"]
+__all__ = ["reliability_diagram", "size_curve_plot", "line_plot", "training_curves", "lr_plot", "matrix_plot", "new_figure", "save_figure"]
 
 _DPI = 120
 _SIZE_METRICS = {
@@ -32,13 +32,13 @@ _SIZE_METRICS = {
 }
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=_DPI)
@@ -94,7 +94,7 @@ def reliability_diagram(
     acc = np.where(filled, rel["accuracy"], 0.0)
     conf = np.where(filled, rel["confidence"], 0.0)
 
-    fig = _new_figure((5.0, 6.0))
+    fig = new_figure((5.0, 6.0))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.bar(left, acc, width=width, align="edge", color="C0", edgecolor="black", linewidth=0.5,
             label=f"accuracy (ECE = {rel['ece']:.4f})")
@@ -114,7 +114,7 @@ def reliability_diagram(
                edgecolor="black", linewidth=0.5)
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("fraction")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def line_plot(
@@ -155,7 +155,7 @@ def line_plot(
     if unknown:
         raise DataError(f"`yerr` has labels {unknown} that are not in `series` (labels: {sorted(series)})")
 
-    fig = _new_figure((6.0, 4.0))
+    fig = new_figure((6.0, 4.0))
     ax = fig.subplots()
     integer_x = True
     for label, pair in series.items():
@@ -184,7 +184,7 @@ def line_plot(
     ax.legend()
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def size_curve_plot(
@@ -242,7 +242,7 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path, titl
     """
     if not history:
         raise DataError("`history` is empty: nothing to plot")
-    fig = _new_figure((9.0, 3.6))
+    fig = new_figure((9.0, 3.6))
     left, right = fig.subplots(1, 2)
     stages: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for i, rec in enumerate(history, start=1):
@@ -264,7 +264,7 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path, titl
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lr_plot(steps: Sequence[int], lrs: Sequence[float], path: str | Path, marks: Sequence[int] = (), steps_per_epoch: int | None = None, title: str | None = None) -> Path:
@@ -275,7 +275,7 @@ def lr_plot(steps: Sequence[int], lrs: Sequence[float], path: str | Path, marks:
         marks: iterations after which a member is collected (drawn as dots).
         steps_per_epoch: adds a secondary epoch axis when given.
     """
-    fig = _new_figure((7.0, 3.6))
+    fig = new_figure((7.0, 3.6))
     ax = fig.subplots()
     ax.plot(steps, lrs, lw=1.2, label="learning rate")
     if marks:
@@ -289,4 +289,24 @@ def lr_plot(steps: Sequence[int], lrs: Sequence[float], path: str | Path, marks:
         sec.set_xlabel("epoch")
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def matrix_plot(matrix: Any, path: str | Path, labels: Sequence[str] | None = None, title: str | None = None, cbar: str = "") -> Path:
+    """A square matrix as a heatmap with its values written in the cells (up to 12 x 12)."""
+    arr = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    n = arr.shape[0]
+    fig = new_figure((1.2 + 0.45 * n + 1.5, 1.0 + 0.45 * n + 0.5))
+    ax = fig.subplots()
+    im = ax.imshow(arr, cmap="viridis")
+    fig.colorbar(im, ax=ax, label=cbar)
+    ticks = list(labels) if labels is not None else [str(i + 1) for i in range(n)]
+    ax.set_xticks(range(n), ticks, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), ticks, fontsize=7)
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{arr[i, j]:.3g}", ha="center", va="center", fontsize=6, color="w")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

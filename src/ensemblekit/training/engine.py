@@ -74,6 +74,9 @@ class Trainer:
         schedule: a ``step -> lr`` policy overriding ``config.schedule``.
         resume: load this stage's checkpoint when it exists (default True; a run
             directory never silently restarts a finished stage).
+        warm_start: a state to start from when there is no checkpoint of this stage:
+            ``{"ensemble": tensors, "optimizer": optimizer state (optional)}`` (e.g. FGE
+            starting from a pre-trained run, momentum buffers included).
 
     Attributes (after :meth:`fit`):
         ensemble: the trained ensemble. history: per-epoch log records. wall_s:
@@ -93,6 +96,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         schedule: Schedule | None = None,
         resume: bool = True,
+        warm_start: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
         self.device = resolve_device(self.config.device)
@@ -106,6 +110,7 @@ class Trainer:
         if self.config.early_stopping is not None:
             self.callbacks.append(EarlyStopping(self.config.early_stopping))
         self.resume = resume
+        self.warm_start = warm_start
         m = self.ensemble.num_members
         if data.train.in_memory:
             self.batcher: TensorBatcher | LoaderBatcher = TensorBatcher(
@@ -183,13 +188,20 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> Ensemble:
-        if self.run is not None and self.resume:
-            state = self.run.load_checkpoint(self.stage, device=self.device)
-            if state is not None:
-                self.load_state_dict(state)
-                if self.finished:
-                    return self.ensemble
-                self.run.truncate_log(self.stage, self.epoch)
+        state = self.run.load_checkpoint(self.stage, device=self.device) if self.run is not None and self.resume else None
+        if state is not None:
+            self.load_state_dict(state)
+            if self.finished:
+                return self.ensemble
+            self.run.truncate_log(self.stage, self.epoch)  # type: ignore[union-attr]
+        elif self.warm_start is not None:
+            self.ensemble.load_state_tensors(self.warm_start["ensemble"])
+            self.layout.refresh_from_ensemble()
+            if self.warm_start.get("optimizer") is not None:
+                # the old stage's moments (momentum buffers, Adam statistics), this stage's hyperparameters
+                current = self.optimizer.state_dict()
+                current["state"] = {int(k): v for k, v in self.warm_start["optimizer"]["state"].items()}
+                self.optimizer.load_state_dict(current)
         scheduler = lambda_lr(self.optimizer, self.schedule, self.base_lr, last_step=self.step - 1)
         for cb in self.callbacks:
             cb.on_train_start(self)

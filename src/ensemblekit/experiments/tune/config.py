@@ -1,0 +1,293 @@
+"""Tune config: search space, samplers, pruning, coarse-to-fine settings."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from ...config import RunConfig
+from ...data.registry import DATASETS
+from ...errors import ConfigError
+from ...methods.base import format_validation_error
+from ...training.config import StrictModel
+
+__all__ = ["ParamSpec", "PruneConfig", "RefineConfig", "SearchSpace", "TuneConfig"]
+
+
+_SCALARS = (type(None), bool, int, float, str)
+_METRIC_KEY = {"val_acc": "accuracy", "val_nll": "nll"}
+_DIRECTION = {"val_acc": "maximize", "val_nll": "minimize"}
+_STAGES = ("coarse", "refine")
+
+
+# ---------------------------------------------------------------------- config
+class ParamSpec(StrictModel):
+    """One searched value: ``{type: float, low: 1e-4, high: 0.3, log: true}``,
+    ``{type: int, low: 16, high: 64, step: 16}`` or ``{type: categorical, choices: [50, 100]}``.
+
+    ``grid`` lists the values of a float/int range for the grid sampler (ints may give
+    ``step`` instead). Categorical choices may be lists or mappings (``[[32], [64, 64]]``).
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    grid: list[int | float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ParamSpec":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty list `choices`")
+            extra = [k for k in ("low", "high", "step", "grid") if getattr(self, k) is not None] + (["log"] if self.log else [])
+            if extra:
+                raise ValueError(f"a categorical parameter takes only `choices`, got also {extra}")
+            keys = [_encode(c) for c in self.choices]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"categorical choices must be distinct, got {self.choices}")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"a {self.type} range takes low and high, not choices; use type: categorical for a list of values")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs low and high, got low={self.low}, high={self.high}")
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got low={self.low}")
+        if self.step is not None and (self.log or self.step <= 0):
+            raise ValueError(f"step must be > 0 and cannot be combined with log: true, got step={self.step}, log={self.log}")
+        if self.type == "int":
+            for key in ("low", "high", "step"):
+                v = getattr(self, key)
+                if v is not None and not float(v).is_integer():
+                    raise ValueError(f"an int parameter needs an integer {key}, got {v}")
+        if self.grid is not None:
+            if not self.grid:
+                raise ValueError("grid must list at least one value")
+            bad = [v for v in self.grid if not self.low <= v <= self.high or (self.type == "int" and not float(v).is_integer())]
+            if bad:
+                kind = "integers " if self.type == "int" else ""
+                raise ValueError(f"grid values must be {kind}in [low, high] = [{self.low}, {self.high}], got {bad}")
+        return self
+
+    def grid_values(self) -> list[Any] | None:
+        """The values the grid sampler visits (encoded choices), or ``None`` when the range has none."""
+        if self.type == "categorical":
+            return [_encode(c) for c in self.choices or []]
+        if self.grid is not None:
+            return list(dict.fromkeys(int(v) if self.type == "int" else float(v) for v in self.grid))
+        if self.type == "int" and self.step is not None:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step)))  # type: ignore[arg-type]
+        return None
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        """Sample this parameter in ``trial``; returns the value to put in the config."""
+        if self.type == "categorical":
+            keys = [_encode(c) for c in self.choices or []]
+            return dict(zip(keys, self.choices or []))[trial.suggest_categorical(name, keys)]
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)  # type: ignore[arg-type]
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)  # type: ignore[arg-type]
+
+    def encode_if_valid(self, value: Any) -> tuple[bool, Any]:
+        """``(True, stored value)`` when ``value`` lies in this space, else ``(False, None)``."""
+        if self.type == "categorical":
+            keys = [_encode(c) for c in self.choices or []]
+            key = _encode(value)
+            return (key in keys, key if key in keys else None)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False, None
+        ok = self.low <= value <= self.high and (self.type == "float" or float(value).is_integer())  # type: ignore[operator]
+        return ok, (int(value) if self.type == "int" else float(value)) if ok else None
+
+    def decode(self, value: Any) -> Any:
+        """An optuna-stored value back to the config value (categorical choices are stored as keys)."""
+        if self.type == "categorical":
+            return dict(zip((_encode(c) for c in self.choices or []), self.choices or [])).get(value, value)
+        return value
+
+    def candidates(self) -> list[Any]:
+        """Values that probe the config paths up front: both ends of a range, every choice."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        return list(dict.fromkeys([self.low, self.high, *(self.grid or [])]))
+
+
+def _encode(choice: Any) -> Any:
+    """Optuna stores scalars only: a list/mapping choice is keyed by its one-line YAML."""
+    if isinstance(choice, _SCALARS):
+        return choice
+    return yaml.safe_dump(choice, default_flow_style=True, sort_keys=True).strip()
+
+
+class PruneConfig(StrictModel):
+    """``prune: true`` or ``{startup_trials: 5, warmup_epochs: 0}`` (optuna's MedianPruner):
+    stop a trial whose validation metric at an epoch is worse than the median of earlier
+    trials at that epoch, once ``startup_trials`` trials have finished, after ``warmup_epochs``."""
+
+    enabled: bool = True
+    startup_trials: int = Field(5, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
+class RefineConfig(StrictModel):
+    """The coarse-to-fine second stage around the best coarse trial.
+
+    Attributes:
+        trials: trials of the refine stage (>= 1).
+        shrink: share of each range kept, in (0, 1]: a linear range keeps a window of
+            ``shrink * (high - low)`` centred on the best value, a log range
+            ``[best / f, best * f]`` with ``f = (high / low) ** (shrink / 2)``, both clipped.
+        keep_categorical: keep searching categorical parameters (default: fix them to the best choice).
+        sampler: ``tpe`` | ``random`` (default: the search's sampler; ``random`` after a grid).
+    """
+
+    trials: int = Field(..., ge=1)
+    shrink: float = Field(0.25, gt=0, le=1)
+    keep_categorical: bool = False
+    sampler: Literal["tpe", "random"] | None = None
+
+
+class SearchSpace(StrictModel):
+    """The ``search:`` section: what to sample, how, for how many trials, scored by what.
+
+    Attributes:
+        sampler: ``tpe`` (default) | ``random`` | ``grid`` (every combination once).
+        params: ``{dotted.path: ParamSpec}``; paths are ``--set`` keys into ``base``.
+        trials: trials of the first stage (>= 1; for ``grid`` default and at most the grid size).
+        n_jobs: trials trained at once, in threads (default 1; > 1 is not bit-reproducible).
+        metric: ``val_acc`` (maximised, default) | ``val_nll`` (minimised): the ensemble's
+            metric on the validation split after training.
+        prune: pruning on the per-epoch validation metric (:class:`PruneConfig`; default off).
+        refine: an optional coarse-to-fine stage (:class:`RefineConfig`).
+        baseline: the first trial trains the base config's own values of the searched
+            parameters (when they lie in the space), so the report shows what the search
+            gained over them (default true; not with the grid sampler).
+    """
+
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    baseline: bool = True
+    params: dict[str, ParamSpec] = Field(..., min_length=1)
+    trials: int | None = Field(None, ge=1, validate_default=True)
+    n_jobs: int = Field(1, ge=1)
+    metric: Literal["val_acc", "val_nll"] = "val_acc"
+    prune: PruneConfig = Field(default_factory=lambda: PruneConfig(enabled=False))
+    refine: RefineConfig | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _grid_params(cls, v: dict[str, ParamSpec], info: ValidationInfo) -> dict[str, ParamSpec]:
+        if info.data.get("sampler") == "grid":
+            for name, spec in v.items():
+                if spec.grid_values() is None:
+                    need = "`grid: [..]` or `step`" if spec.type == "int" else "`grid: [..]`"
+                    raise ValueError(f"{name}: the grid sampler needs {need} for a {spec.type} range (the values to visit)")
+        return v
+
+    @field_validator("trials")
+    @classmethod
+    def _trials(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("sampler") != "grid":
+            if v is None:
+                raise ValueError("give the number of trials (>= 1) for the tpe and random samplers")
+        elif v is not None and "params" in info.data and v > _grid_size(info.data["params"]):
+            raise ValueError(f"{v} is more than the {_grid_size(info.data['params'])} points of the grid; leave it out to run the whole grid")
+        return v
+
+    @property
+    def direction(self) -> str:
+        return _DIRECTION[self.metric]
+
+    @property
+    def stage_trials(self) -> int:
+        return self.trials if self.trials is not None else _grid_size(self.params)
+
+
+def _grid_size(params: Mapping[str, ParamSpec]) -> int:
+    return math.prod(len(p.grid_values() or []) for p in params.values())
+
+
+class TuneConfig(StrictModel):
+    """``ensemblekit tune``: a base training config, a search over it, an output folder.
+
+    Attributes:
+        base: the :class:`RunConfig` every trial trains (needs a validation split).
+        search: :class:`SearchSpace`.
+        out: the output folder (``study.db``, ``trials/``, reports; default ``runs/tune``).
+        name: the study name in ``study.db`` (default ``tune``; the refine stage is ``<name>-refine``).
+    """
+
+    base: RunConfig
+    search: SearchSpace
+    out: str = "runs/tune"
+    name: str = Field("tune", min_length=1)
+
+    @field_validator("base")
+    @classmethod
+    def _val_split(cls, v: RunConfig) -> RunConfig:
+        if v.data.name is not None:
+            default = _default_option(v.data.name, "val_fraction")
+            frac = v.data.options.get("val_fraction", default)
+        else:
+            frac = v.data.options.get("val_fraction", 0.1)  # an npz file may also carry x_val: checked on loading
+        if frac is not None and float(frac) <= 0 and v.data.npz is None:
+            raise ValueError(f"data.val_fraction must be > 0: trials are scored on the validation split (got {frac})")
+        return v
+
+    @field_validator("search")
+    @classmethod
+    def _paths(cls, v: SearchSpace, info: ValidationInfo) -> SearchSpace:
+        base = info.data.get("base")
+        if base is None:
+            return v
+        raw, full = _raw(base)
+        for name, spec in v.params.items():
+            for value in spec.candidates():
+                try:
+                    RunConfig(**_set_paths(raw, {name: value}, full))
+                except (ValidationError, ConfigError) as exc:
+                    inner = format_validation_error(exc, root=RunConfig) if isinstance(exc, ValidationError) else str(exc)
+                    raise ValueError(f"params.{name}: setting {value!r} there makes base invalid: {inner}") from None
+        return v
+
+
+def _set_paths(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    from .space import set_paths
+
+    return set_paths(*args, **kwargs)
+
+
+def _default_option(dataset: str, option: str) -> Any:
+    import inspect
+
+    param = inspect.signature(DATASETS.get(dataset)).parameters.get(option)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def _raw(base: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base as the user wrote it (set fields only) and fully resolved (to fill missing parents)."""
+    return base.model_dump(exclude_unset=True), base.model_dump()
+
+
+def _interrupted(t: FrozenTrial) -> bool:
+    """A trial that did not finish on its own: left running by a killed process, or stopped
+    by Ctrl-C or an unexpected exception (failed without a recorded error)."""
+    return t.state == TrialState.RUNNING or (t.state == TrialState.FAIL and "error" not in t.user_attrs)
+
+
+def _name_of(obj: Any) -> str:
+    """JSON stand-in for a callable in a config (an optimizer factory, a schedule)."""
+    return getattr(obj, "__qualname__", type(obj).__name__)
