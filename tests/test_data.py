@@ -116,3 +116,14 @@ def test_batcher_orders_are_deterministic_and_resumable(order):
             assert any(len(set(row.tolist())) < 23 for row in idx)
             nxt = torch.cat([p.idx for p in b.epoch(3)], -1)
             assert torch.equal(idx.sort(1).values, nxt.sort(1).values)
+
+
+def test_cifar_needs_torchvision_or_its_files(tmp_path):
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"needs torchvision: pip install 'ensemblekit\[vision\]'"):
+            ek.load_dataset("cifar10", root=str(tmp_path))
+    else:  # pragma: no cover - only where torchvision is installed
+        with pytest.raises(DataError, match="no dataset files"):
+            ek.load_dataset("cifar100", root=str(tmp_path))

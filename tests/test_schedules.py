@@ -96,3 +96,13 @@ def test_lambda_lr_keeps_each_groups_own_rate():
     resumed = lambda_lr(opt, cosine(0.1, 10), base_lr=0.1, last_step=4)
     assert [g["lr"] for g in opt.param_groups] == approx([0.05, 0.15])
     assert math.isclose(resumed.last_epoch, 5)
+
+
+def test_piecewise_reference_schedule():
+    from ensemblekit.training.schedules import piecewise
+
+    s = piecewise(0.1, 100, [(0, 1), (0.5, 1), (0.9, 0.01), (1, 0.01)])
+    # 70: halfway between 50 (factor 1) and 90 (factor 0.01) -> 0.505
+    assert [s(0), s(50), s(70), s(90), s(100), s(500)] == approx([0.1, 0.1, 0.0505, 0.001, 0.001, 0.001])
+    with pytest.raises(ConfigError, match="start at fraction 0"):
+        piecewise(0.1, 100, [(0.2, 1), (1, 0.1)])

@@ -172,3 +172,50 @@ def from_loaders(train: DataLoader, test: DataLoader, val: DataLoader | None = N
         num_classes=int(num_classes), input_shape=tuple(int(s) for s in torch.as_tensor(xb).shape[1:]), name=name,
     )
     return validate_data(data)
+
+
+_CIFAR_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def _cifar(name: str, root: str, val_fraction: float, seed: int, download: bool) -> Data:
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise ConfigError(f"dataset {name!r} needs torchvision: pip install 'ensemblekit[vision]' (install your torch build first)") from None
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    try:
+        train, test = cls(root, train=True, download=download), cls(root, train=False, download=download)
+    except RuntimeError as exc:
+        raise DataError(f"{name}: no dataset files under {root!r} ({exc}); put them there or set download: true") from None
+    mean = torch.tensor(_CIFAR_STATS[name][0]).view(1, 3, 1, 1)
+    std = torch.tensor(_CIFAR_STATS[name][1]).view(1, 3, 1, 1)
+
+    def prep(images: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+
+    return from_arrays(
+        prep(train.data), np.asarray(train.targets), prep(test.data), np.asarray(test.targets),
+        val_fraction=val_fraction, seed=seed, num_classes=10 if name == "cifar10" else 100, name=name, info={"root": root},
+    )
+
+
+@register_dataset("cifar10")
+def cifar10(root: str = "data", val_fraction: float = 0.0, seed: int = 0, download: bool = False) -> Data:
+    """CIFAR-10 through torchvision (optional extra ``vision``), normalised per channel, ``(3, 32, 32)``.
+
+    Args:
+        root: folder with torchvision's ``cifar-10-batches-py``.
+        val_fraction: share of the 50,000 training images held out (default 0: the papers' setting).
+        seed: seed of the validation split.
+        download: let torchvision download the files (needs network).
+    """
+    return _cifar("cifar10", root, val_fraction, seed, download)
+
+
+@register_dataset("cifar100")
+def cifar100(root: str = "data", val_fraction: float = 0.0, seed: int = 0, download: bool = False) -> Data:
+    """CIFAR-100 through torchvision (optional extra ``vision``); see :func:`cifar10`."""
+    return _cifar("cifar100", root, val_fraction, seed, download)

@@ -57,7 +57,7 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None) -
     method_cfg = MethodConfig(**spec["method"])
     data = data if data is not None else DataConfig(**spec["data"]).load()
     train = {**spec["train"], **method_cfg.train}
-    budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train))
+    budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
     method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
     method.fit(data, run_dir=cell_dir, resume=True)
     ens = method.ensemble_

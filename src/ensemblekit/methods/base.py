@@ -134,9 +134,10 @@ class Method:
 
     # ------------------------------------------------------------------ hooks for subclasses
     @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig) -> dict[str, Any]:
+    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Keyword arguments that make this method spend ``budget`` single-model budgets
-        (one budget = one model trained with ``train``)."""
+        (one budget = one model trained with ``train``); ``params`` are the hyperparameters
+        the user set for the method (the result overrides them)."""
         raise NotImplementedError(f"{cls.name} does not define how to spend a budget")
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:

@@ -41,7 +41,7 @@ class Independent(Method):
         members: int = Field(5, ge=1)
 
     @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig) -> dict[str, Any]:
+    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"members": budget}
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:

@@ -23,7 +23,7 @@ from ..data.augment import build_augment, build_tta, mixup
 from ..data.batching import Batch, LoaderBatcher, TensorBatcher
 from ..data.dataset import Data
 from ..ensemble import Ensemble
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..metrics.classification import accuracy, nll
 from ..metrics.evaluate import predict_proba
 from ..seeding import derive_seed
@@ -54,13 +54,27 @@ def _along_batch(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the current CUDA device when there is one, else CPU; ``cuda`` -> ``cuda:<current>``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but CUDA is not available (use device: auto or cpu)")
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 class Trainer:
     """Train the members of ``ensemble`` on ``data.train`` for one stage.
+
+    ``ensemble`` is usually an :class:`~ensemblekit.ensemble.Ensemble`; any other model
+    with the same small surface trains too (a mode-connecting curve, a hypernetwork):
+    ``device``, ``to(device)``, ``num_members``, ``train(mode)``/``eval()``,
+    ``__call__(x, per_member=False, params=None) -> logits (M, B, C)``, ``parameters()``
+    (the leaf tensors to step), ``state_tensors()``/``load_state_tensors(tensors)`` (what
+    checkpoints hold) and, when ``data.val`` is set, ``predict_proba(split)``. Weight
+    penalties and per-member optimizer settings need a real Ensemble.
 
     Args:
         ensemble: the members to train (moved to the configured device).
@@ -100,7 +114,7 @@ class Trainer:
     ) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
         self.device = resolve_device(self.config.device)
-        self.ensemble = ensemble if ensemble.device == self.device else ensemble.to(self.device)
+        self.ensemble = ensemble if torch.device(ensemble.device) == self.device else ensemble.to(self.device)
         self.data = data
         self.seed = int(seed)
         self.run = run
@@ -125,6 +139,8 @@ class Trainer:
         self.schedule = schedule or build_schedule(
             self.config.schedule, lr=self.base_lr, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch
         )
+        if self.config.penalties.active and not isinstance(self.ensemble, Ensemble):
+            raise ConfigError(f"{stage}: train.penalties apply to ensembles of members; this model takes its own regularisation")
         self.layout = ParamLayout(self.ensemble, per_member_hparams(self.config.optimizer, m))
         self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
         self.augment = build_augment(self.config.augment, data.input_shape)

@@ -39,6 +39,8 @@ class ParamLayout:
         self.ensemble = ensemble
         self.per_member = dict(per_member)
         self.leaves: list[list[dict[str, torch.Tensor]]] | None = None  # [group][member] -> name -> tensor
+        if self.per_member and not isinstance(ensemble, Ensemble):
+            raise ConfigError("optimizer.per_member applies to ensembles of members only")
         if self.per_member:
             self.leaves = [
                 [{k: v[m].detach().clone().requires_grad_(v.requires_grad) for k, v in g.params.items()} for m in range(g.num_members)]
@@ -83,6 +85,9 @@ class ParamLayout:
         """Clip each member's gradient to L2 norm ``max_norm``."""
         from .optim import clip_grad_norm_per_member
 
+        if not isinstance(self.ensemble, Ensemble):  # another trainable model (a curve, a hypernetwork)
+            torch.nn.utils.clip_grad_norm_(self.ensemble.parameters(), max_norm)
+            return
         if self.leaves is None:
             for group in self.ensemble.groups:
                 params = [p for p in group.params.values() if p.requires_grad]

@@ -31,6 +31,7 @@ __all__ = [
     "cosine_restarts",
     "fge_triangle",
     "join",
+    "piecewise",
     "lambda_lr",
 ]
 
@@ -153,6 +154,28 @@ def fge_triangle(a1: float, a2: float, cycle_steps: int) -> Schedule:
     return _named(fn, f"fge_triangle({a1:g}, {a2:g}, {c})")
 
 
+def piecewise(lr: float, total_steps: int, points: Sequence[Sequence[float]]) -> Schedule:
+    """Piecewise-linear multiplier of ``lr`` over the run: ``points`` are ``(fraction of the run, factor)``.
+
+    Example: the FGE/SWA papers' reference schedule is
+    ``piecewise(lr, T, [(0, 1), (0.5, 1), (0.9, 0.01), (1, 0.01)])``: constant for half the
+    run, linear down to 1% by 90%, then constant.
+    """
+    lr, total = _positive(lr, "lr"), _steps(total_steps, "total_steps")
+    pts = sorted((float(f), float(v)) for f, v in points)
+    if len(pts) < 2 or pts[0][0] != 0.0 or pts[-1][0] != 1.0:
+        raise ConfigError(f"piecewise points must start at fraction 0 and end at 1, got {list(points)}")
+    xs = [f * total for f, _ in pts]
+
+    def fn(step: int) -> float:
+        s = min(max(step, 0), total)
+        k = max(0, min(bisect.bisect_right(xs, s) - 1, len(xs) - 2))
+        (x0, y0), (x1, y1) = (xs[k], pts[k][1]), (xs[k + 1], pts[k + 1][1])
+        return lr * (y0 if x1 == x0 else y0 + (y1 - y0) * (s - x0) / (x1 - x0))
+
+    return _named(fn, f"piecewise({lr:g}, {pts})")
+
+
 def join(policies: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """Run ``policies[k]`` from ``boundaries[k-1]`` on, each seeing steps counted from its own start.
 
@@ -197,6 +220,7 @@ _POLICIES = {
     "inverse_sqrt": ("timescale",),
     "cosine_restarts": ("cycles", "cycle", "min_lr"),
     "fge": ("a1", "a2", "cycle"),
+    "piecewise": ("points",),
 }
 _COMMON = ("name", "unit", "warmup", "warmup_start_lr")
 
@@ -234,7 +258,8 @@ def build_schedule(spec: object, *, lr: float, total_steps: int, steps_per_epoch
             epochs unless ``unit: iteration``; fractional epochs are rounded to whole
             iterations. ``cosine_restarts`` takes ``cycles`` (how many over the run) or
             ``cycle`` (length). ``fge`` defaults to ``a1 = lr``, ``a2 = lr / 100``,
-            ``cycle = 2`` epochs.
+            ``cycle = 2`` epochs. ``piecewise`` takes ``points`` ``[[fraction, factor], ...]``
+            (default: the FGE/SWA papers' schedule, constant to 50%, linear to 1% at 90%).
         lr: the base (peak) learning rate, the optimizer's ``lr``.
         total_steps: iterations of the whole run.
         steps_per_epoch: iterations per epoch (for epoch units).
@@ -275,6 +300,8 @@ def build_schedule(spec: object, *, lr: float, total_steps: int, steps_per_epoch
                 raise ConfigError(f"cycles must be >= 1, got {cycles}")
             cycle = max(1, body // cycles)
         policy = cosine_restarts(lr, cycle, s.get("min_lr", 0.0))
+    elif name == "piecewise":
+        policy = piecewise(lr, body, s.get("points", [[0, 1], [0.5, 1], [0.9, 0.01], [1, 0.01]]))
     else:  # fge
         policy = fge_triangle(s.get("a1", lr), s.get("a2", lr / 100), dur(s.get("cycle", 2)))
     return warmup(policy, warm, s.get("warmup_start_lr", 0.0)) if warm else policy
