@@ -26,7 +26,7 @@ def test_method_surface(name, blobs):
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:2]))
     assert isinstance(method.history_, list) and method.history_
     assert method.train_seconds_ > 0
-    assert isinstance(cls.at_budget(2, TrainConfig(**{k: v for k, v in SMALL.items() if k != "model"})), dict)
+    assert isinstance(cls.at_budget(3, TrainConfig(**{k: v for k, v in SMALL.items() if k != "model"})), dict)
     with pytest.raises(ConfigError, match="unknown argument 'bogus'"):
         ek.create_method(name, bogus=1)
 

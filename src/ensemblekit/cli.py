@@ -154,6 +154,8 @@ def compare(
         head = f"[{done[0]}/{n}] {spec['label']} {spec['budget']}B seed {spec['seed']}"
         if "failed" in row:
             err_console.print(f"{head}: [red]failed[/red] {row['failed']}")
+        elif "skipped" in row:
+            console.print(f"{head}: skipped ({row['skipped']})")
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 

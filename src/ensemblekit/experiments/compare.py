@@ -58,6 +58,11 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None) -
     data = data if data is not None else DataConfig(**spec["data"]).load()
     train = {**spec["train"], **method_cfg.train}
     budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
+    if budget_kwargs is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
+        row = {"method": spec["label"], "name": method_cfg.name, "budget": int(spec["budget"]), "seed": int(spec["seed"]),
+               "skipped": f"{method_cfg.name} cannot run within {spec['budget']}B"}
+        write_json(row_path, row)
+        return row
     method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
     method.fit(data, run_dir=cell_dir, resume=True)
     ens = method.ensemble_
@@ -130,7 +135,7 @@ def run_compare(
 
 def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
     """``results.json`` (all rows), ``results.md`` (tables) and the plots; returns the Markdown."""
-    ok = [r for r in rows if "failed" not in r]
+    ok = [r for r in rows if "failed" not in r and "skipped" not in r]
     methods = [m.display for m in cfg.methods]
     write_json(os.path.join(out_dir, "results.json"), list(rows))
     title = f"{cfg.model.name or cfg.model.factory} on {cfg.data.name or cfg.data.npz}"

@@ -134,10 +134,11 @@ class Method:
 
     # ------------------------------------------------------------------ hooks for subclasses
     @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Keyword arguments that make this method spend ``budget`` single-model budgets
         (one budget = one model trained with ``train``); ``params`` are the hyperparameters
-        the user set for the method (the result overrides them)."""
+        the user set for the method (the result overrides them). ``None`` means the method
+        cannot run within that budget; ``compare`` then leaves the cell empty."""
         raise NotImplementedError(f"{cls.name} does not define how to spend a budget")
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
