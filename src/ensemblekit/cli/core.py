@@ -1,0 +1,138 @@
+"""Core commands: list, train, evaluate, compare."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional
+
+import typer
+
+from ..errors import ConfigError
+from .app import SetOpt, app, console, err_console, table as _table
+
+@app.command("list")
+def list_cmd() -> None:
+    """List registered datasets, models, methods, optimizers and schedules."""
+    from ..data import list_datasets
+    from ..methods import list_methods
+    from ..models import list_models
+    from ..training.optim import OPTIMIZERS
+    from ..training.schedules import schedule_names
+
+    console.print(_table("ensemblekit registries", ["kind", "names"], [
+        ["datasets", ", ".join(list_datasets())],
+        ["models", ", ".join(list_models())],
+        ["methods", ", ".join(list_methods())],
+        ["optimizers", ", ".join(OPTIMIZERS)],
+        ["schedules", ", ".join(schedule_names())],
+    ]))
+
+
+def _metrics_rows(results: dict[str, Any]) -> list[list[Any]]:
+    t = results["test"]
+    rows = [["ensemble", f"{t['error']:.2f}", f"{t['nll']:.4f}", f"{t['brier']:.4f}", f"{100 * t['ece']:.2f}"]]
+    mm = t["member_mean"]
+    rows.append(["mean member", f"{100 * (1 - mm['accuracy']):.2f}", f"{mm['nll']:.4f}", f"{mm['brier']:.4f}", f"{100 * mm['ece']:.2f}"])
+    return rows
+
+
+@app.command()
+def train(
+    config: Optional[str] = typer.Argument(None, help="YAML config (not needed with --resume)."),
+    set_: Optional[List[str]] = SetOpt,
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the killed run in this directory."),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<name>-<time>)."),
+) -> None:
+    """Train one method into a run directory (config, metrics.jsonl, checkpoints, results.json, plots)."""
+    from ..config import RunConfig, apply_overrides, load_yaml, parse_config
+    from ..experiments.run import default_run_name, run_training
+
+    if resume:
+        path = os.path.join(resume, "config.yaml")
+        if not os.path.isfile(path):
+            raise ConfigError(f"--resume {resume}: no config.yaml there (not a run directory)")
+        if set_:
+            raise ConfigError("--set cannot change a run being resumed; start a new run instead")
+        cfg = parse_config(load_yaml(path), RunConfig)
+        target = resume
+    else:
+        if config is None:
+            raise ConfigError("give a CONFIG.yaml, or --resume RUN_DIR")
+        cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), RunConfig)
+        target = run_dir or os.path.join(cfg.out, default_run_name(cfg))
+    data = cfg.data.load()
+    console.print(f"run directory: [bold]{target}[/bold]  (resume a killed run with: ensemblekit train --resume {target})")
+    results = run_training(cfg, target, resume=bool(resume), data=data)
+    console.print(_table(f"{cfg.method.display}: {results['members']} member(s), test split of {data.name}",
+                         ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows(results)))
+    console.print(f"training took {results['wall_s']:.1f} s; results in {target}/results.json")
+
+
+@app.command()
+def evaluate(
+    run_dir: str = typer.Argument(..., help="A run directory written by `train`."),
+    data: Optional[str] = typer.Option(None, "--data", help="A dataset name or an .npz file to evaluate on (default: the run's own data)."),
+    split: str = typer.Option("test", "--split", help="test | val | train"),
+) -> None:
+    """Metrics of a saved ensemble (never unpickles)."""
+    from ..config import DataConfig, RunConfig, load_yaml, parse_config
+    from ..ensemble import Ensemble
+    from ..metrics.evaluate import evaluate as evaluate_fn
+
+    path = os.path.join(run_dir, "ensemble.safetensors")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir}: no ensemble.safetensors (has the run finished?)")
+    if data is None:
+        dcfg = parse_config(load_yaml(os.path.join(run_dir, "config.yaml")), RunConfig).data
+    else:
+        dcfg = DataConfig(npz=data) if data.endswith(".npz") else DataConfig(name=data)
+    ds = dcfg.load()
+    part = getattr(ds, split, None)
+    if part is None:
+        raise ConfigError(f"--split must be test, val or train (and exist in the data), got {split!r}")
+    ens = Ensemble.load(path)
+    from ..methods.base import check_model_fits  # noqa: F401  (shape errors surface as DataError below)
+
+    try:
+        res = evaluate_fn(ens, part)
+    except RuntimeError as exc:
+        raise ConfigError(f"the ensemble cannot take {ds.name} examples of shape {ds.input_shape}: {exc}") from None
+    console.print(_table(f"{len(ens)} member(s) on the {split} split of {ds.name}", ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows({"test": res})))
+    div = res["diversity"]
+    console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
+
+
+@app.command()
+def compare(
+    config: str = typer.Argument(..., help="YAML config with data, model, train, budgets, seeds, methods."),
+    set_: Optional[List[str]] = SetOpt,
+    out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
+) -> None:
+    """Compare methods x budgets x seeds: results.json, results.md (mean ± std tables) and plots.
+
+    Finished cells are skipped, so re-running the same command continues a killed comparison.
+    """
+    from ..config import CompareConfig, load_config
+    from ..experiments.compare import run_compare
+
+    cfg = load_config(config, CompareConfig, set_ or [])
+    out_dir = out or cfg.out
+    data = cfg.data.load()
+    n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds)
+    console.print(f"comparing {len(cfg.methods)} method(s) x budgets {cfg.budgets} x seeds {cfg.seeds} = {n} cells -> [bold]{out_dir}[/bold]")
+    done = [0]
+
+    def on_done(spec: dict[str, Any], row: dict[str, Any]) -> None:
+        done[0] += 1
+        head = f"[{done[0]}/{n}] {spec['label']} {spec['budget']}B seed {spec['seed']}"
+        if "failed" in row:
+            err_console.print(f"{head}: [red]failed[/red] {row['failed']}")
+        elif "skipped" in row:
+            console.print(f"{head}: skipped ({row['skipped']})")
+        else:
+            console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
+
+    rows = run_compare(cfg, out_dir, data=data, on_done=on_done)
+    console.print(open(os.path.join(out_dir, "results.md"), encoding="utf-8").read())
+    if any("failed" in r for r in rows):
+        raise typer.Exit(1)
