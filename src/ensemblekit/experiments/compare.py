@@ -11,22 +11,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
 from ..config import CompareConfig, DataConfig, MethodConfig
 from ..data.dataset import Data
-from ..errors import EnsembleKitError
 from ..metrics.evaluate import evaluate
 from ..report.plots import line_plot, size_curve_plot
 from ..report.tables import comparison_markdown, grid, mean_std
 from ..serialization import atomic_write_text, read_json, write_json
 from ..training.config import TrainConfig
+from .backends import Backend, LocalBackend, Outcome
 from .run import build_method, provenance
 
-__all__ = ["cell_specs", "run_cell", "run_compare", "write_report"]
+__all__ = ["cell_specs", "run_cell", "compare_cell", "run_compare", "write_report"]
 
 
 def _slug(text: str) -> str:
@@ -93,23 +92,18 @@ def method_run_dir(cell_dir: str):  # noqa: ANN201
     return RunDir(cell_dir)
 
 
-CellRunner = Callable[[Sequence[Mapping[str, Any]], str, Data], list[dict[str, Any]]]
+def compare_cell(spec: Mapping[str, Any], *, out_dir: str, data: Data | None = None) -> dict[str, Any]:
+    """The unit of work of a comparison: one cell, trained into ``<out_dir>/cells/<key>``."""
+    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data)
 
 
-def _run_local(specs: Sequence[Mapping[str, Any]], out_dir: str, data: Data, on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    rows = []
-    for spec in specs:
-        cell_dir = os.path.join(out_dir, "cells", spec["key"])
-        t0 = time.perf_counter()
-        try:
-            row = run_cell(spec, cell_dir, data)
-        except EnsembleKitError as exc:
-            row = {"method": spec["label"], "budget": spec["budget"], "seed": spec["seed"], "failed": f"{type(exc).__name__}: {exc}"}
-        row.setdefault("elapsed_s", round(time.perf_counter() - t0, 3))
-        rows.append(row)
-        if on_done is not None:
-            on_done(spec, row)
-    return rows
+def _row(spec: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
+    if outcome.ok:
+        row = dict(outcome.value or {})
+    else:
+        row = {"method": spec["label"], "budget": spec["budget"], "seed": spec["seed"], "failed": outcome.error}
+    row.setdefault("elapsed_s", outcome.elapsed_s)
+    return row
 
 
 def run_compare(
@@ -118,8 +112,11 @@ def run_compare(
     *,
     data: Data | None = None,
     on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None,
+    backend: Backend | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell (skipping finished ones), then write ``results.json``, ``results.md`` and plots.
+
+    Cells run on ``backend`` (default: one after another in this process).
 
     Returns:
         The rows; failed cells carry ``failed`` with the error instead of metrics.
@@ -128,7 +125,10 @@ def run_compare(
     atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     data = data if data is not None else cfg.data.load()
     specs = cell_specs(cfg)
-    rows = _run_local(specs, out_dir, data, on_done)
+    backend = backend or LocalBackend()
+    done = (lambda spec, outcome: on_done(spec, _row(spec, outcome))) if on_done is not None else None
+    outcomes = backend.map(compare_cell, specs, context={"out_dir": out_dir, "data": data}, on_done=done)
+    rows = [_row(spec, o) for spec, o in zip(specs, outcomes)]
     write_report(cfg, rows, out_dir)
     return rows
 
