@@ -5,6 +5,9 @@ buffer is one tensor of shape ``(M, *shape)``, and the forward pass is
 ``vmap(functional_call(template, ...))`` over the member axis, so M networks cost one
 vectorised pass. BatchNorm running statistics live in the stacked buffers and stay
 per member; dropout draws different masks per member (``randomness="different"``).
+For networks made of common layers the same computation runs as a few wide grouped
+convolutions and batched matrix products instead (:mod:`ensemblekit.stacked`; several
+times faster than vmap on CPU, numerically the same).
 Members of different architectures are kept as several groups (the list fallback);
 the ensemble's output concatenates the groups along the member axis.
 
@@ -26,6 +29,7 @@ from .data.dataset import Split
 from .errors import ConfigError, DataError
 from .models.registry import model_factory
 from .serialization import load_tensors, save_tensors
+from .stacked import StackedPlan, compile_plan
 
 __all__ = ["MemberGroup", "Ensemble"]
 
@@ -55,6 +59,8 @@ class MemberGroup:
             raise ConfigError(f"stacked tensors disagree on the number of members: {sorted(sizes)}")
         self.num_members = sizes.pop()
         self._vmapped: dict[bool, Callable[..., torch.Tensor]] = {}
+        # Common layers run as wide grouped/batched ops; anything else through vmap.
+        self.plan: StackedPlan | None = compile_plan(template)
 
     @classmethod
     def from_modules(cls, modules: Sequence[nn.Module], spec: dict[str, Any] | None = None) -> "MemberGroup":
@@ -78,6 +84,8 @@ class MemberGroup:
             p0 = {k: v[0] for k, v in p.items()}
             b0 = {k: v[0] for k, v in self.buffers.items()}
             return self._call(p0, b0, xs).unsqueeze(0)
+        if self.plan is not None:
+            return self.plan(p, self.buffers, x, self.num_members, per_member)
         fn = self._vmapped.get(per_member)
         if fn is None:
             fn = vmap(self._call, in_dims=(0, 0, 0 if per_member else None), randomness="different")
