@@ -102,20 +102,34 @@ def evaluate(
     console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
 
 
+# scale-out options shared by compare and tune (experiments/backends.py, experiments/ray_backend.py)
+BackendOpt = typer.Option("local", "--backend", help="local (one run after another here) | ray (runs as Ray tasks; pip install 'ensemblekit\\[ray]').")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local Ray instance.")
+CpusOpt = typer.Option(None, "--cpus-per-run", help="CPUs (and torch threads) each run reserves on Ray (default 1).")
+GpusOpt = typer.Option(None, "--gpus-per-run", help="GPUs each run reserves on Ray (default 0; 1 = one run per GPU).")
+
+
 @app.command()
 def compare(
     config: str = typer.Argument(..., help="YAML config with data, model, train, budgets, seeds, methods."),
     set_: Optional[List[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
+    backend: str = BackendOpt,
+    address: Optional[str] = AddressOpt,
+    cpus_per_run: Optional[float] = CpusOpt,
+    gpus_per_run: Optional[float] = GpusOpt,
 ) -> None:
     """Compare methods x budgets x seeds: results.json, results.md (mean ± std tables) and plots.
 
     Finished cells are skipped, so re-running the same command continues a killed comparison.
+    With --backend ray the cells run as Ray tasks (--out must be a folder every node sees).
     """
     from ..config import CompareConfig, load_config
+    from ..experiments.backends import backend_from_cli
     from ..experiments.compare import run_compare
 
     cfg = load_config(config, CompareConfig, set_ or [])
+    runner = backend_from_cli(backend, address, cpus_per_run, gpus_per_run)
     out_dir = out or cfg.out
     data = cfg.data.load()
     n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds)
@@ -132,7 +146,7 @@ def compare(
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 
-    rows = run_compare(cfg, out_dir, data=data, on_done=on_done)
+    rows = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner)
     console.print(open(os.path.join(out_dir, "results.md"), encoding="utf-8").read())
     if any("failed" in r for r in rows):
         raise typer.Exit(1)

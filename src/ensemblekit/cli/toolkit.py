@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import SetOpt, app, console, err_console, table as _table
+from .core import AddressOpt, BackendOpt, CpusOpt, GpusOpt
 
 
 @app.command()
@@ -50,8 +51,14 @@ def tune_cmd(
     config: str = typer.Argument(..., help="YAML config with base (a train config), search and out."),
     set_: Optional[List[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
+    backend: str = BackendOpt,
+    address: Optional[str] = AddressOpt,
+    cpus_per_run: Optional[float] = CpusOpt,
+    gpus_per_run: Optional[float] = GpusOpt,
 ) -> None:
     """Hyperparameter search (optuna): TPE, random or grid, pruning, coarse-to-fine.
+
+    With --backend ray every trial is a Ray task sharing <out>/study.db (a folder every node sees).
 
     Writes study.db, trials/<n>, trials.csv, trials.md, best.yaml, best.json and
     objective_vs_params.png; re-running the same command continues a killed search.
@@ -59,16 +66,19 @@ def tune_cmd(
     from rich.markup import escape
 
     from ..config import apply_overrides, load_yaml, parse_config
+    from ..experiments.backends import backend_from_cli
     from ..experiments.tune import TuneConfig, format_trial, run_tune
 
     cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), TuneConfig)
+    runner = backend_from_cli(backend, address, cpus_per_run, gpus_per_run)
     out_dir = out or cfg.out
     s = cfg.search
     refine = f", then {s.refine.trials} refine trials" if s.refine else ""
     console.print(f"searching {len(s.params)} parameter(s): {s.stage_trials} {s.sampler} trials{refine}, "
                   f"{s.metric} on the validation split -> [bold]{out_dir}[/bold]")
     try:
-        res = run_tune(cfg, out_dir, progress=lambda rec: console.print(format_trial(rec, s.metric), markup=False, highlight=False, soft_wrap=True))
+        res = run_tune(cfg, out_dir, progress=lambda rec: console.print(format_trial(rec, s.metric), markup=False, highlight=False, soft_wrap=True),
+                       backend=runner)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; run the same command again to continue the search in {out_dir}")
         raise typer.Exit(130)

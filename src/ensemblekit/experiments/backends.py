@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError, EnsembleKitError
 
-__all__ = ["Outcome", "Backend", "LocalBackend", "get_backend", "BACKENDS"]
+__all__ = ["Outcome", "Backend", "LocalBackend", "get_backend", "backend_from_cli", "BACKENDS"]
 
 UnitFn = Callable[..., dict[str, Any]]
 OnDone = Callable[[Mapping[str, Any], "Outcome"], None]
@@ -78,11 +78,32 @@ class LocalBackend(Backend):
         return outcomes
 
 
-BACKENDS: dict[str, Callable[..., Backend]] = {"local": LocalBackend}
+def _ray_backend(**options: Any) -> Backend:
+    # imported on demand: ray is an optional extra and the base package never imports it
+    from .ray_backend import RayBackend
+
+    return RayBackend(**options)
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {"local": LocalBackend, "ray": _ray_backend}
 
 
 def get_backend(name: str = "local", **options: Any) -> Backend:
-    """A backend by name (``local``; others register themselves in :data:`BACKENDS`)."""
+    """A backend by name: ``local`` (default) or ``ray`` (options: see :class:`~ensemblekit.experiments.ray_backend.RayBackend`)."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[name](**options)
+
+
+def backend_from_cli(name: str = "local", address: str | None = None, cpus_per_run: float | None = None, gpus_per_run: float | None = None) -> Backend:
+    """The backend of the ``--backend/--address/--cpus-per-run/--gpus-per-run`` options.
+
+    Raises:
+        ConfigError: an unknown backend, or a Ray option given with ``--backend local``.
+    """
+    ray_opts = {"address": address, "num_cpus": cpus_per_run, "num_gpus": gpus_per_run}
+    given = {k: v for k, v in ray_opts.items() if v is not None}
+    if name == "local" and given:
+        flags = {"address": "--address", "num_cpus": "--cpus-per-run", "num_gpus": "--gpus-per-run"}
+        raise ConfigError(f"{', '.join(flags[k] for k in given)} need(s) --backend ray, got --backend local")
+    return get_backend(name, **given)

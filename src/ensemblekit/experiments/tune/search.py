@@ -40,12 +40,13 @@ from ...errors import ConfigError, EnsembleKitError, TrainingError
 from ...methods.base import format_validation_error
 from ...seeding import derive_seed
 from ...training.callbacks import Callback
+from ..backends import Backend, LocalBackend
 from ..run import run_training
 from .config import _METRIC_KEY, ParamSpec, TuneConfig, _interrupted, _name_of, _raw
 from .space import refine_space, set_paths
 from .report import _best, _record, format_trial, write_report
 
-__all__ = ["TrialReporter", "run_tune"]
+__all__ = ["TrialReporter", "run_tune", "tune_trial"]
 
 
 class TrialReporter(Callback):
@@ -140,8 +141,10 @@ def _baseline_params(space: Mapping[str, ParamSpec], full: Mapping[str, Any]) ->
 class _Search:
     """The state one ``run_tune`` call shares between stages and worker threads."""
 
-    def __init__(self, cfg: TuneConfig, out: str, data: Data | None, callbacks: Sequence[Callback], progress: Callable[[dict[str, Any]], None] | None) -> None:
+    def __init__(self, cfg: TuneConfig, out: str, data: Data | None, callbacks: Sequence[Callback], progress: Callable[[dict[str, Any]], None] | None,
+                 backend: Backend | None = None) -> None:
         self.cfg, self.out, self.data, self.callbacks, self.progress = cfg, out, data, list(callbacks), progress
+        self.backend = None if backend is None or isinstance(backend, LocalBackend) else backend
         self.raw, self.full = _raw(cfg.base)
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -221,6 +224,9 @@ class _Search:
                     self.stop.set()
                     raise
 
+        if self.backend is not None:
+            self.run_units(study, stage, space, fixed, fingerprint, sampler, salt, claim)
+            return study
         if self.cfg.search.n_jobs == 1:
             worker()
             return study
@@ -243,17 +249,45 @@ class _Search:
             raise sorted(errors, key=lambda e: isinstance(e, KeyboardInterrupt))[0]
         return study
 
-    def run_trial(self, study: optuna.Study, stage: str, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> None:
-        trial = study.ask()
+    def run_units(self, study: optuna.Study, stage: str, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any],
+                  fingerprint: dict[str, Any], sampler: str, salt: Any, claim: Callable[[], bool]) -> None:
+        """Run the stage's trials as independent units on ``self.backend``, sharing ``study.db``."""
+        base = {"stage": stage, "study": study.study_name, "fingerprint": fingerprint, "sampler": sampler,
+                "space": {k: p.model_dump(mode="json") for k, p in space.items()}, "fixed": dict(fixed)}
+        slots = []
+        while claim():
+            i = len(slots)
+            # distinct sampler seeds, or parallel random/TPE units would draw the same values
+            slots.append({**base, "key": f"{stage}-{salt}-{i}", "seed": derive_seed(self.cfg.base.seed, "tune", stage, salt, i if sampler != "grid" else 0)})
+        context = {"cfg": self.cfg, "out": self.out, "data": self.data, "callbacks": self.callbacks}
+
+        def done(spec: Mapping[str, Any], outcome: Any) -> None:
+            if outcome.ok and self.progress is not None:
+                self.progress(outcome.value)
+            elif not outcome.ok:
+                print(f"tune: {spec['key']}: {outcome.error}", file=sys.stderr, flush=True)
+
+        # queued trials (the baseline, retries) one at a time: units asking SQLite-backed optuna
+        # for the same waiting trial race
+        while slots and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.backend.map(tune_trial, [slots.pop(0)], context=context, on_done=done)  # type: ignore[union-attr]
+        self.backend.map(tune_trial, slots, context=context, on_done=done)  # type: ignore[union-attr]
+
+    def run_trial(self, study: optuna.Study, stage: str, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any], slot: str | None = None) -> int:
+        """Ask for a trial (or take over ``slot``'s, left running by a dead worker), train it, tell; returns its number."""
+        left = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if slot is not None and t.user_attrs.get("slot") == slot]
+        trial = optuna.trial.Trial(study, left[0]._trial_id) if left else study.ask()
         run_dir = self.trial_dir(stage, trial.number)
         trial.set_user_attr("dir", os.path.relpath(run_dir, self.out))
+        if slot is not None:
+            trial.set_user_attr("slot", slot)
         params = {k: spec.suggest(trial, k) for k, spec in space.items()}
-        if os.path.exists(run_dir):  # left over from a study.db that was deleted: not this trial's
+        if os.path.exists(run_dir) and not left:  # left over from a study.db that was deleted: not this trial's
             shutil.rmtree(run_dir)
         reporter = TrialReporter(trial, self.cfg.search.metric, self.cfg.search.prune.enabled, self.stop if self.cfg.search.n_jobs > 1 else None)
         try:
             run_cfg = RunConfig(**set_paths(self.raw, {**fixed, **params}, self.full))
-            results = run_training(run_cfg, run_dir, data=self.data, callbacks=[reporter, *self.callbacks], plots=False)
+            results = run_training(run_cfg, run_dir, resume=bool(left), data=self.data, callbacks=[reporter, *self.callbacks], plots=False)
             value = float(results["val"][_METRIC_KEY[self.cfg.search.metric]])
             if not math.isfinite(value):
                 raise TrainingError(f"the validation {self.cfg.search.metric} is {value}")
@@ -273,6 +307,26 @@ class _Search:
             record = _record(study.get_trials(deepcopy=False)[trial.number], stage, self.cfg.search.params, fixed)
             with self.lock:
                 self.progress(record)
+        return trial.number
+
+
+def tune_trial(spec: Mapping[str, Any], *, cfg: TuneConfig, out: str, data: Data | None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """The unit of work of a distributed search: one trial of ``spec["stage"]``, told to the shared study.
+
+    A unit whose worker died is started again with the same ``spec["key"]``; it takes over the
+    trial the dead worker left running and resumes its run directory from the checkpoints.
+    Returns the trial's record (see :func:`run_tune`).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ctx = _Search(cfg, out, data, callbacks, None)
+    try:
+        space = {k: ParamSpec(**v) for k, v in spec["space"].items()}
+        study = ctx.open_study(spec["stage"], spec["fingerprint"])
+        study.sampler = _sampler(spec["sampler"], space, int(spec["seed"]))
+        number = ctx.run_trial(study, spec["stage"], space, spec["fixed"], slot=str(spec["key"]))
+        return _record(study.get_trials(deepcopy=False)[number], spec["stage"], cfg.search.params, spec["fixed"])
+    finally:
+        ctx.storage.engine.dispose()
 
 
 
@@ -293,6 +347,7 @@ def run_tune(
     progress: bool | Callable[[dict[str, Any]], None] | None = None,
     data: Data | None = None,
     callbacks: Sequence[Callback] = (),
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) the search of ``cfg`` and write its report into ``out_dir``.
 
@@ -307,6 +362,10 @@ def run_tune(
         data: the data every trial trains on (default: ``cfg.base.data``, loaded once
             unless a searched path starts with ``data.``).
         callbacks: extra training callbacks run in every trial.
+        backend: where trials run (default: this process, ``search.n_jobs`` threads); a
+            :class:`~ensemblekit.experiments.ray_backend.RayBackend` runs each trial as an
+            independent unit that asks/tells the shared ``study.db`` (``out_dir`` must be a
+            folder every node sees; ``n_jobs`` is then ignored).
 
     Returns:
         ``{"value", "params", "number", "stage", "config", "config_path", "metric",
@@ -330,7 +389,7 @@ def run_tune(
         progress = sys.stderr.isatty()
     if progress is True:
         progress = lambda rec: print(format_trial(rec, search.metric), file=sys.stderr, flush=True)  # noqa: E731
-    ctx = _Search(cfg, out, data, callbacks, progress or None)
+    ctx = _Search(cfg, out, data, callbacks, progress or None, backend)
     try:
         coarse = ctx.run_stage("coarse", dict(search.params), {}, search.stage_trials, search.sampler)
         stages: list[tuple[str, optuna.Study, Mapping[str, Any]]] = [("coarse", coarse, {})]
