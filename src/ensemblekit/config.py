@@ -77,12 +77,15 @@ class ModelConfig(StrictModel):
     """``cnn1d`` | ``{name: resnet, kwargs: {depth: 20}}`` | ``{factory: "pkg.mod:fn", kwargs: {...}}``.
 
     ``dropconnect: p`` wraps every Linear/Conv layer in DropConnect with drop probability p.
+    ``frozen_head: s`` (> 0) replaces the head by BatchNorm1d(affine=False) -> Linear frozen at
+    its default initialisation times s (margin boosting, METHODS.md §5); 0 keeps the head.
     """
 
     name: str | None = None
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     dropconnect: float = Field(0.0, ge=0, lt=1)
+    frozen_head: float = Field(0.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -102,6 +105,8 @@ class ModelConfig(StrictModel):
         spec: dict[str, Any] = {key: self.name or self.factory, "kwargs": dict(self.kwargs)}
         if self.dropconnect:
             spec["dropconnect"] = self.dropconnect
+        if self.frozen_head:
+            spec["frozen_head"] = self.frozen_head
         return spec
 
 

@@ -158,7 +158,7 @@ def model_factory(
     if isinstance(model, str):
         model = {"name": model}
     if isinstance(model, Mapping):
-        unknown = set(model) - {"name", "factory", "kwargs", "dropconnect"}
+        unknown = set(model) - {"name", "factory", "kwargs", "dropconnect", "frozen_head"}
         if unknown or ("name" in model) == ("factory" in model):
             raise ConfigError(
                 "model must be a registered name, {name: ..., kwargs: {...}} or "
@@ -173,6 +173,14 @@ def model_factory(
             apply_dropconnect(inner(), dropconnect)  # validate p now, not at the first member
             spec = dict(inner.spec, dropconnect=dropconnect) if inner.spec is not None else None
             return ModelFactory(lambda: apply_dropconnect(inner(), dropconnect), spec, f"{inner.label}+dropconnect")
+        head_scale = float(model.get("frozen_head") or 0.0)
+        if head_scale:
+            inner = model_factory({k: v for k, v in model.items() if k != "frozen_head"}, input_shape=input_shape, num_classes=num_classes)
+            from .frozen_head import apply_frozen_head
+
+            apply_frozen_head(inner(), head_scale)  # validate now, not at the first member
+            spec = dict(inner.spec, frozen_head=head_scale) if inner.spec is not None else None
+            return ModelFactory(lambda: apply_frozen_head(inner(), head_scale), spec, f"{inner.label}+frozen_head")
         if "name" in model:
             name = str(model["name"]).lower()
             builder = MODELS.get(name)
