@@ -1,0 +1,36 @@
+"""``ensemblekit varhyper CONFIG.yaml``: a variational hypernetwork family vs per-lambda baselines (METHODS.md §7)."""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import typer
+
+from .app import SetOpt, app, console, table
+
+
+@app.command()
+def varhyper(
+    config: str = typer.Argument(..., help="YAML config (see configs/varhyper_digits.yaml)."),
+    set_: Optional[List[str]] = SetOpt,
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it."),
+) -> None:
+    """Train hypernetworks over lambda and separate variational / L2 nets per lambda; prune; tables and plots."""
+    from ..config import apply_overrides, load_yaml, parse_config
+    from ..experiments.varhyper import VarHyperConfig, run_varhyper
+
+    cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), VarHyperConfig)
+    target = run_dir or os.path.join(cfg.out, os.path.splitext(os.path.basename(config))[0])
+    data = cfg.data.load()
+    console.print(f"run directory: [bold]{target}[/bold]  (run the same command again to resume)")
+    results = run_varhyper(cfg, target, data=data)
+    shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.8)] or [0]
+    rows = []
+    for kind, s in results["summary"].items():
+        for i, lam in enumerate(cfg.lambdas):
+            rows.append([kind, f"{lam:g}", *[f"{100 * s['acc_mean'][i][j]:.1f}" for j in shown], f"{s['train_s'][0]:.0f}" if i == 0 else ""])
+    console.print(table(f"test accuracy % on {data.name} (mean of {len(cfg.seeds)} seeds)", ["model", "lambda", *[f"{cfg.fractions[j]:.0%} pruned" for j in shown], "train s"], rows))
+    for line in results["failed"]:
+        console.print(f"[red]failed[/red] {line}")
+    console.print(f"table {target}/varhyper.md, plots {target}/varhyper_pruning.png, varhyper_lambda.png, varhyper_kl.png")

@@ -1,0 +1,128 @@
+"""Training the family and its baselines, and measuring accuracy vs complexity and pruned share.
+
+Three trainers share one engine (:class:`~ensemblekit.training.engine.Trainer`, so
+checkpoints, resume and the NaN check are the library's):
+
+- :func:`train_hyper`: one hypernetwork over the whole lambda range;
+- :func:`train_separate`: one variational net per lambda (all trained side by side in
+  one vectorised pass, each with its own fixed lambda; cost = one run per lambda);
+- :func:`train_l2`: one ordinary net per lambda with the penalty
+  ``lambda * ||w||^2 / (2 N_train)`` (the small-sigma limit of the KL term to N(0, 1),
+  so the two baselines are on the same scale of lambda).
+
+:func:`pruning_curve` gives test accuracy ``(L, F)`` for L lambdas and F pruned shares.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.dataset import Data, Split
+from ..ensemble import Ensemble
+from ..errors import ConfigError
+from ..training.checkpoint import RunDir
+from ..training.config import TrainConfig
+from ..training.engine import Trainer
+from .bayes import weight_names
+from .forms import SeparateForm, create_form
+from .model import HyperModel
+from .prune import magnitude_scores, prune_weights, snr_scores
+
+__all__ = ["train_hyper", "train_separate", "train_l2", "pruning_curve", "family_kl", "accuracy_per_member"]
+
+
+def _fit(model: Any, data: Data, train: TrainConfig, seed: int, run: RunDir | None, stage: str,
+         loss_fn: Callable[..., torch.Tensor], resume: bool) -> tuple[Any, dict[str, Any]]:
+    if train.data_order != "shared":
+        raise ConfigError(f"varhyper: train.data_order must be 'shared', got {train.data_order!r}")
+    trainer = Trainer(model, data, train, seed=seed, run=run, stage=stage, loss_fn=loss_fn, resume=resume)
+    t0 = time.perf_counter()
+    trainer.fit()
+    return trainer.ensemble, {"history": trainer.history, "train_s": trainer.wall_s, "fit_s": time.perf_counter() - t0}
+
+
+def train_hyper(factory: Callable[[], nn.Module], data: Data, train: TrainConfig, *, form: str = "linear", seed: int = 0,
+                run: RunDir | None = None, resume: bool = True, rank: int = 1, hidden: int = 50, pivots: int = 6,
+                **hyper_kw: Any) -> tuple[HyperModel, dict[str, Any]]:
+    """Train one hypernetwork of ``form`` (linear | lowrank | piecewise); returns it and ``{history, train_s}``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        template = factory()
+        model = HyperModel(template, create_form(form, rank=rank, hidden=hidden, pivots=pivots), spec=getattr(factory, "spec", None), **hyper_kw)
+    model, info = _fit(model, data, train, seed, run, f"hyper_{form}", model.objective(len(data.train)), resume)
+    return model, info
+
+
+def train_separate(factory: Callable[[], nn.Module], data: Data, train: TrainConfig, lambdas: Sequence[float], *, seed: int = 0,
+                   run: RunDir | None = None, resume: bool = True, **hyper_kw: Any) -> tuple[HyperModel, dict[str, Any]]:
+    """One variational net per lambda (fixed), trained side by side; returns them as a HyperModel."""
+    hyper_kw = {k: v for k, v in hyper_kw.items() if k != "samples"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        template = factory()
+        probe = HyperModel(template, create_form("linear"), **hyper_kw)
+        levels = probe.encode(torch.tensor([float(v) for v in lambdas])).tolist()
+        model = HyperModel(template, SeparateForm(levels), fixed=lambdas, eval_lambdas=lambdas, spec=getattr(factory, "spec", None), **hyper_kw)
+    return _fit(model, data, train, seed, run, "separate", model.objective(len(data.train)), resume)
+
+
+def train_l2(factory: Callable[[], nn.Module], data: Data, train: TrainConfig, lambdas: Sequence[float], *, seed: int = 0,
+             run: RunDir | None = None, resume: bool = True) -> tuple[Ensemble, dict[str, Any]]:
+    """One ordinary net per lambda with loss ``CE + lambda ||w||^2 / (2 N_train)`` (same init seed for all)."""
+    ens = Ensemble.from_factory(factory, seeds=[seed] * len(lambdas))
+    for info, lam in zip(ens.members_info, lambdas):
+        info["lambda"] = float(lam)
+    lam_t = torch.tensor([float(v) for v in lambdas])
+    n = len(data.train)
+
+    def loss(logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        k, b, c = logits.shape
+        ce = F.cross_entropy(logits.reshape(k * b, c), batch.y.repeat(k), reduction="none").reshape(k, b).mean(1)
+        sq = sum(p.pow(2).flatten(1).sum(1) for p in ens.groups[0].params.values())
+        return ce + lam_t.to(ce.device) * sq / (2 * n)
+
+    return _fit(ens, data, train, seed, run, "l2", loss, resume)
+
+
+def accuracy_per_member(ens: Ensemble, split: Split) -> np.ndarray:
+    """Test accuracy of each member, shape ``(M,)``."""
+    probs = ens.predict_proba(split)
+    y = split.tensors()[1].to(probs.device)
+    return (probs.argmax(-1) == y).float().mean(-1).cpu().numpy()
+
+
+@torch.no_grad()
+def pruning_curve(model: HyperModel | Ensemble, lambdas: Sequence[float], fractions: Sequence[float], split: Split) -> np.ndarray:
+    """Accuracy ``(L, F)`` on ``split`` of the mean nets at ``lambdas`` pruned by each share.
+
+    A HyperModel is scored by ``mu^2 / sigma^2``; an Ensemble (the L2 nets, one member per
+    lambda in the same order) by ``mu^2``.
+    """
+    if isinstance(model, HyperModel):
+        mu, ls = model.posterior(lambdas)
+        scores, template = snr_scores(mu, ls), model.template
+        build = lambda w: model.members(lambdas, weights=w)  # noqa: E731
+    else:
+        if model.num_members != len(lambdas) or len(model.groups) != 1:
+            raise ConfigError(f"an L2 family needs one member per lambda ({len(lambdas)}), got {model.num_members}")
+        group = model.groups[0]
+        mu = {k: v.detach() for k, v in group.params.items()}
+        scores, template = magnitude_scores(mu), group.template
+        build = lambda w: Ensemble([type(group)(group.template, type(group.params)((k, w[k]) for k in group.params), group.buffers, group.spec)], model.members_info)  # noqa: E731
+    names = weight_names(template)
+    out = np.zeros((len(lambdas), len(fractions)))
+    for j, f in enumerate(fractions):
+        out[:, j] = accuracy_per_member(build(prune_weights(mu, scores, float(f), names)), split)
+    return out
+
+
+@torch.no_grad()
+def family_kl(model: HyperModel, lambdas: Sequence[float]) -> np.ndarray:
+    """``KL(q_lambda || p)`` per lambda, shape ``(L,)``."""
+    return model.kl(lambdas).cpu().numpy()
