@@ -261,7 +261,7 @@ def test_num_classes_validated(name):
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown model 'nonexistent'.*valid: cnn1d, cnn2d, mlp, resnet, vgg, wrn"):
+    with pytest.raises(ConfigError, match=r"unknown model 'nonexistent'.*valid: cnn1d, cnn2d, darts, mlp, resnet, vgg, wrn"):
         create_model("nonexistent")
     with pytest.raises(ConfigError, match=r"did you mean 'resnet'"):
         create_model("resnt")

@@ -1,0 +1,17 @@
+"""Neural architecture search: the DARTS space (1-D and 2-D), first-order DARTS, EdgeNES's
+hypernetwork over architectures, ensemble selection from a pool (METHODS.md §6).
+
+The search loops live in :mod:`ensemblekit.nas.search` (not imported here: it needs the
+training package, which imports the model registry, which imports this package)."""
+
+from .genotype import DARTS_V2, Genotype, common_edges, derive_genotype, perturb_genotype, random_genotype
+from .hypernet import ArchHypernet
+from .network import darts
+from .select import ensemble_nll, exhaustive_select, forward_select, select_ensemble
+from .supernet import SearchNetwork
+
+__all__ = [
+    "DARTS_V2", "Genotype", "common_edges", "derive_genotype", "perturb_genotype", "random_genotype", "ArchHypernet", "darts",
+    "ensemble_nll", "exhaustive_select", "forward_select",
+    "select_ensemble", "SearchNetwork",
+]
