@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable, Sequence, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "console", "err_console", "SetOpt", "table"]
+__all__ = ["app", "console", "err_console", "SetOpt", "RunDirOpt", "table", "open_experiment"]
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +21,26 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: key.sub=value (YAML value). Repeatable.")
+RunDirOpt = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it.")
+
+C = TypeVar("C")
+
+
+def open_experiment(config: str, overrides: Sequence[str] | None, kind: type[C], run_dir: str | None, suffix: Callable[[C], str] | None = None) -> tuple[C, str, Any]:
+    """Parse and validate an experiment config, choose its run directory, load its data.
+
+    Everything is checked before any training starts (a bad config or data exits 2).
+
+    Returns:
+        ``(cfg, run_dir, data)``; the default run directory is ``<cfg.out>/<config name><suffix(cfg)>``.
+    """
+    from ..config import apply_overrides, load_yaml, parse_config
+
+    cfg = parse_config(apply_overrides(load_yaml(config), list(overrides or [])), kind)
+    target = run_dir or os.path.join(cfg.out, os.path.splitext(os.path.basename(config))[0] + (suffix(cfg) if suffix else ""))  # type: ignore[attr-defined]
+    data = cfg.data.load()  # type: ignore[attr-defined]
+    console.print(f"run directory: [bold]{target}[/bold]  (run the same command again to resume)")
+    return cfg, target, data
 
 
 def table(title: str, header: list[str], rows: list[list[Any]]) -> Table:

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
 
-from .app import SetOpt, app, console, table
+from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
 
 
 @app.command()
 def curve(
     config: str = typer.Argument(..., help="YAML config (see configs/curve_mnist1d.yaml)."),
     set_: Optional[List[str]] = SetOpt,
-    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>-s<seed>); the same command resumes it."),
+    run_dir: Optional[str] = RunDirOpt,
 ) -> None:
     """Train (or load) two endpoints, fit Bezier / polychain curves between them, evaluate along t, write tables and plots."""
-    from ..config import apply_overrides, load_yaml, parse_config
     from ..experiments.curve import CurveConfig, run_curve
 
-    cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), CurveConfig)
-    target = run_dir or os.path.join(cfg.out, f"{os.path.splitext(os.path.basename(config))[0]}-s{cfg.seed}")
-    data = cfg.data.load()
-    console.print(f"run directory: [bold]{target}[/bold]  (run the same command again to resume)")
+    cfg, target, data = open_experiment(config, set_, CurveConfig, run_dir, suffix=lambda c: f"-s{c.seed}")
     results = run_curve(cfg, target, data=data)
     rows = [[k, f"{s['test_error_min']:.2f}", f"{s['test_error_max']:.2f}", f"{s['barrier']:.2f}", f"{s['mid_train_loss']:.4f}", f"{s['mid_test_error']:.2f}"]
             for k, s in results["summary"].items()]

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
 
-from .app import SetOpt, app, console, table
+from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
 
 
 @app.command()
 def nes(
     config: str = typer.Argument(..., help="YAML config (see configs/nes_mnist1d.yaml)."),
     set_: Optional[List[str]] = SetOpt,
-    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it."),
+    run_dir: Optional[str] = RunDirOpt,
 ) -> None:
     """DARTS search, hypernetwork, pool sampling and retraining, ensemble selection; EdgeNES vs NES-RS, DARTS ensembles and the other baselines."""
-    from ..config import apply_overrides, load_yaml, parse_config
     from ..experiments.nes import NesConfig, run_nes
     from ..report.nes_plots import LABELS
 
-    cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), NesConfig)
-    target = run_dir or os.path.join(cfg.out, os.path.splitext(os.path.basename(config))[0])
-    data = cfg.data.load()
-    console.print(f"run directory: [bold]{target}[/bold]  (run the same command again to resume)")
+    cfg, target, data = open_experiment(config, set_, NesConfig, run_dir)
     out = run_nes(cfg, target, data=data)
     rows = [[LABELS.get(m, m), f"{s['acc_mean']:.2f} ± {s['acc_std']:.2f}", f"{100 - s['acc_mean']:.2f}", f"{s['find_s']:.0f}", f"{s['retrain_s']:.0f}"]
             for m, s in out["summary"].items()]

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
 
-from .app import SetOpt, app, console, table
+from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
 
 
 @app.command()
 def varhyper(
     config: str = typer.Argument(..., help="YAML config (see configs/varhyper_digits.yaml)."),
     set_: Optional[List[str]] = SetOpt,
-    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it."),
+    run_dir: Optional[str] = RunDirOpt,
 ) -> None:
     """Train hypernetworks over lambda and separate variational / L2 nets per lambda; prune; tables and plots."""
-    from ..config import apply_overrides, load_yaml, parse_config
     from ..experiments.varhyper import VarHyperConfig, run_varhyper
 
-    cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), VarHyperConfig)
-    target = run_dir or os.path.join(cfg.out, os.path.splitext(os.path.basename(config))[0])
-    data = cfg.data.load()
-    console.print(f"run directory: [bold]{target}[/bold]  (run the same command again to resume)")
+    cfg, target, data = open_experiment(config, set_, VarHyperConfig, run_dir)
     results = run_varhyper(cfg, target, data=data)
     shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.8)] or [0]
     rows = []

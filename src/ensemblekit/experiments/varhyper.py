@@ -23,16 +23,16 @@ from ..models.registry import model_factory
 from ..report.tables import markdown_table, mean_std
 from ..serialization import atomic_write_text, write_json
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..training.config import TrainConfig
 from ..varhyper.family import family_kl, pruning_curve, train_hyper, train_l2, train_separate
-from ..varhyper.model import DEFAULT_GRID
+from ..varhyper.settings import FamilySettings
 from ..varhyper.prune import DEFAULT_FRACTIONS
 from .backends import get_backend
 
 __all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit"]
 
 
-class VarHyperConfig(StrictModel):
+class VarHyperConfig(FamilySettings):
     """``ensemblekit varhyper`` settings.
 
     Attributes:
@@ -49,15 +49,7 @@ class VarHyperConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     forms: list[Literal["linear", "lowrank", "piecewise"]] = Field(default_factory=lambda: ["linear", "lowrank", "piecewise"], min_length=1)
     baselines: list[Literal["separate", "l2"]] = Field(default_factory=lambda: ["separate", "l2"])
-    lambdas: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
     fractions: list[float] = Field(default_factory=lambda: list(DEFAULT_FRACTIONS), min_length=1)
-    log10_range: tuple[float, float] = (-3.0, 2.0)
-    samples: int = Field(5, ge=1)
-    prior_std: float = Field(1.0, gt=0)
-    init_log_sigma: float = -3.0
-    rank: int = Field(1, ge=1)
-    hidden: int = Field(50, ge=1)
-    pivots: int = Field(6, ge=2)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     backend: str = "local"
     out: str = "runs/varhyper"

@@ -5,40 +5,22 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ..data.dataset import Data
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..training.config import TrainConfig
 from ..varhyper.family import family_kl, pruning_curve, train_hyper
-from ..varhyper.model import DEFAULT_GRID
+from ..varhyper.settings import FamilySettings
 from .base import Method, register_method
 
 __all__ = ["VarHyper", "VarHyperParams"]
 
 
-class VarHyperParams(StrictModel):
+class VarHyperParams(FamilySettings):
     form: Literal["linear", "lowrank", "piecewise"] = "linear"
-    lambdas: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
-    log10_range: tuple[float, float] = (-3.0, 2.0)
-    samples: int = Field(5, ge=1)
-    prior_std: float = Field(1.0, gt=0)
-    init_log_sigma: float = -3.0
-    rank: int = Field(1, ge=1)
-    hidden: int = Field(50, ge=1)
-    pivots: int = Field(6, ge=2)
     prune: float = Field(0.0, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "VarHyperParams":
-        lo, hi = self.log10_range
-        if not lo < hi:
-            raise ValueError(f"log10_range must be (L, R) with L < R, got {self.log10_range}")
-        bad = [v for v in self.lambdas if not 10**lo * (1 - 1e-9) <= v <= 10**hi * (1 + 1e-9)]
-        if bad:
-            raise ValueError(f"lambdas must lie in [{10**lo:g}, {10**hi:g}] (log10_range), got {bad}")
-        return self
 
 
 @register_method("varhyper")

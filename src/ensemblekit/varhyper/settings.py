@@ -1,0 +1,37 @@
+"""Hyperparameters of a hypernetwork family, shared by the ``varhyper`` method and experiment."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ..training.config import StrictModel
+from .model import DEFAULT_GRID
+
+__all__ = ["FamilySettings"]
+
+
+class FamilySettings(StrictModel):
+    """The lambda grid and range, sampling, prior and the forms' sizes.
+
+    ``lambdas`` must lie inside ``10**log10_range``; ``samples`` lambdas are drawn per
+    mini-batch; ``rank``/``hidden`` size the low-rank form, ``pivots`` the piecewise one.
+    """
+
+    lambdas: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
+    log10_range: tuple[float, float] = (-3.0, 2.0)
+    samples: int = Field(5, ge=1)
+    prior_std: float = Field(1.0, gt=0)
+    init_log_sigma: float = -3.0
+    rank: int = Field(1, ge=1)
+    hidden: int = Field(50, ge=1)
+    pivots: int = Field(6, ge=2)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "FamilySettings":
+        lo, hi = self.log10_range
+        if not lo < hi:
+            raise ValueError(f"log10_range must be (L, R) with L < R, got {self.log10_range}")
+        bad = [v for v in self.lambdas if not 10**lo * (1 - 1e-9) <= v <= 10**hi * (1 + 1e-9)]
+        if bad:
+            raise ValueError(f"lambdas must lie in [{10**lo:g}, {10**hi:g}] (log10_range), got {bad}")
+        return self
