@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from ...config import RunConfig
@@ -43,62 +43,11 @@ from ...training.callbacks import Callback
 from ..backends import Backend, LocalBackend
 from ..run import run_training
 from .config import _METRIC_KEY, ParamSpec, TuneConfig, _interrupted, _name_of, _raw
+from .optuna_glue import TrialReporter, make_sampler
 from .space import refine_space, set_paths
 from .report import _best, _record, format_trial, write_report
 
-__all__ = ["TrialReporter", "run_tune", "tune_trial"]
-
-
-class TrialReporter(Callback):
-    """Reports the per-epoch validation metric to an optuna trial and prunes when told to.
-
-    Epochs are counted across a method's stages, so every report has its own step. When
-    ``prune`` is on and the pruner says so, training stops after that epoch (its
-    checkpoint is written) and :class:`optuna.TrialPruned` is raised at the end of the stage.
-    ``stop`` (an event) aborts the trial at the next iteration (Ctrl-C with ``n_jobs > 1``).
-    """
-
-    name = "tune"
-
-    def __init__(self, trial: Any, metric: str, prune: bool, stop: threading.Event | None = None) -> None:
-        self.trial, self.metric, self.prune, self.stop = trial, metric, prune, stop
-        self.epochs = 0
-        self.pruned: str | None = None
-
-    def on_step_end(self, trainer: Any, step: int, batch: Any) -> None:
-        if self.stop is not None and self.stop.is_set():
-            raise KeyboardInterrupt("the search was interrupted")
-
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
-        self.epochs += 1
-        if self.metric not in logs:
-            return
-        value = float(logs[self.metric])
-        self.trial.report(value, self.epochs)
-        if self.prune and self.trial.should_prune():
-            self.pruned = f"pruned after epoch {self.epochs} ({self.metric} = {value:.4g})"
-            trainer.stop = True
-
-    def on_train_end(self, trainer: Any) -> None:
-        if self.pruned is not None:
-            raise optuna.TrialPruned(self.pruned)
-
-
-class _Grid(optuna.samplers.GridSampler):
-    """GridSampler whose ``after_trial`` does not call ``study.stop`` (that only works inside
-    ``optimize``, and fails for queued retries); the trial count ends the stage instead."""
-
-    def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
-        return None
-
-
-def _sampler(name: str, space: Mapping[str, ParamSpec], seed: int) -> optuna.samplers.BaseSampler:
-    if name == "grid":
-        return _Grid({k: p.grid_values() for k, p in space.items()}, seed=seed)  # type: ignore[misc]
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
+__all__ = ["TrialReporter", "run_tune", "tune_trial"]  # TrialReporter re-exported from .optuna_glue
 
 
 def _builder_default(full: Mapping[str, Any], path: str) -> Any:
@@ -206,7 +155,7 @@ class _Search:
         # A resumed random/TPE search must not replay its first draws: seed by how many trials
         # exist. The grid sampler's seed shuffles the grid ids, so it must stay the same.
         salt = len(trials) if sampler != "grid" else "grid"
-        study.sampler = _sampler(sampler, space, derive_seed(self.cfg.base.seed, "tune", stage, salt))
+        study.sampler = make_sampler(sampler, space, derive_seed(self.cfg.base.seed, "tune", stage, salt))
         left = [remaining]
 
         def claim() -> bool:
@@ -322,7 +271,7 @@ def tune_trial(spec: Mapping[str, Any], *, cfg: TuneConfig, out: str, data: Data
     try:
         space = {k: ParamSpec(**v) for k, v in spec["space"].items()}
         study = ctx.open_study(spec["stage"], spec["fingerprint"])
-        study.sampler = _sampler(spec["sampler"], space, int(spec["seed"]))
+        study.sampler = make_sampler(spec["sampler"], space, int(spec["seed"]))
         number = ctx.run_trial(study, spec["stage"], space, spec["fixed"], slot=str(spec["key"]))
         return _record(study.get_trials(deepcopy=False)[number], spec["stage"], cfg.search.params, spec["fixed"])
     finally:
