@@ -28,7 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .data.dataset import Split
 from .errors import ConfigError, DataError
 from .models.registry import model_factory
-from .serialization import load_tensors, save_tensors
+from .serialization import copy_state_, load_tensors, save_tensors
 from .stacked import StackedPlan, compile_plan
 
 __all__ = ["MemberGroup", "Ensemble"]
@@ -330,13 +330,7 @@ class Ensemble:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy saved tensors into this ensemble's tensors in place (shapes must match)."""
-        for name, target in self.state_tensors().items():
-            if name not in tensors:
-                raise DataError(f"saved state lacks tensor {name!r}")
-            if tensors[name].shape != target.shape:
-                raise DataError(f"tensor {name!r}: saved shape {tuple(tensors[name].shape)} != {tuple(target.shape)}")
-            with torch.no_grad():
-                target.copy_(tensors[name])
+        copy_state_(self.state_tensors(), tensors)
 
     @classmethod
     def load(cls, path: str, factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None, device: str | torch.device = "cpu") -> "Ensemble":

@@ -13,7 +13,7 @@ from safetensors.torch import save as _st_save
 
 from .errors import DataError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_tensors", "load_tensors"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_tensors", "load_tensors", "copy_state_"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -79,3 +79,18 @@ def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu
     except Exception as exc:  # SafetensorError, OSError
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
     return tensors, (json.loads(raw) if raw else None)
+
+
+@torch.no_grad()
+def copy_state_(targets: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor], what: str = "saved state") -> None:
+    """Copy ``saved[name]`` into every ``targets[name]`` in place (resume, load).
+
+    Raises:
+        DataError: a missing tensor or a shape mismatch, naming the tensor.
+    """
+    for name, target in targets.items():
+        if name not in saved:
+            raise DataError(f"{what} lacks tensor {name!r}")
+        if saved[name].shape != target.shape:
+            raise DataError(f"{what}: tensor {name!r} has shape {tuple(saved[name].shape)}, expected {tuple(target.shape)}")
+        target.copy_(saved[name])

@@ -20,7 +20,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..ensemble import Ensemble, MemberGroup
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from ..serialization import copy_state_
 from .parametrizations import Coefficients, check_parametrization, get_parametrization
 
 __all__ = ["CurveModel"]
@@ -188,13 +189,7 @@ class CurveModel:
 
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Copy saved tensors in place (a mismatch names the tensor)."""
-        for name, target in self.state_tensors().items():
-            if name not in tensors:
-                raise DataError(f"saved curve state lacks tensor {name!r}")
-            if tensors[name].shape != target.shape:
-                raise DataError(f"curve tensor {name!r}: saved shape {tuple(tensors[name].shape)} != {tuple(target.shape)}")
-            with torch.no_grad():
-                target.copy_(tensors[name])
+        copy_state_(self.state_tensors(), tensors, "saved curve state")
 
     @torch.no_grad()
     def predict_proba(self, x: Any, batch_size: int = 1024) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..ensemble import Ensemble, MemberGroup
 from ..errors import ConfigError, DataError
+from ..serialization import copy_state_
 from .bayes import kl_to_prior, sample_weights, variational_shapes
 from .forms import Form
 
@@ -191,13 +192,7 @@ class HyperModel:
         return dict(self.leaves)
 
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        for name, target in self.leaves.items():
-            if name not in tensors:
-                raise DataError(f"saved hypernetwork state lacks tensor {name!r}")
-            if tensors[name].shape != target.shape:
-                raise DataError(f"hypernetwork tensor {name!r}: saved shape {tuple(tensors[name].shape)} != {tuple(target.shape)}")
-            with torch.no_grad():
-                target.copy_(tensors[name])
+        copy_state_(self.leaves, tensors, "saved hypernetwork state")
 
     @torch.no_grad()
     def predict_proba(self, x: Any, batch_size: int = 1024) -> torch.Tensor:
