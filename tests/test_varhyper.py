@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -48,6 +49,11 @@ def test_objective_is_mean_of_ce_plus_lambda_kl_over_n():
     ce = torch.stack([nn.functional.cross_entropy(logits[k], y) for k in range(2)])
     want = (ce + hm.last_lambdas * hm.kl(hm.last_lambdas) / 10) / 2
     torch.testing.assert_close(got, want)
+    # balanced: each lambda's term divided by 1 + lambda (same draws, same weights)
+    hm.weighting = "balanced"
+    torch.testing.assert_close(hm.objective(num_train=10)(logits, batch), want / (1 + hm.last_lambdas))
+    with pytest.raises(ConfigError, match="weighting"):
+        HyperModel(_net(), LinearForm(), weighting="equal")
 
 
 def test_forms_return_their_constants_at_the_ends_and_shapes():
@@ -177,3 +183,34 @@ def test_method_surface_budget_and_errors(blobs):
         ek.create_method("varhyper", model=MLP, lambdas=[1e3], epochs=1).fit(blobs)
     with pytest.raises(ConfigError, match="unsupported"):
         ek.create_method("varhyper", model={"name": "mlp", "kwargs": {"hidden": [8], "batchnorm": True}}, epochs=1).fit(blobs)
+
+
+def test_balanced_weighting_lets_the_linear_form_follow_lambda(blobs):
+    # With the plain mean the terms near lambda = 100 are 1e5 x those near 1e-3 and both
+    # constants of the linear form are pulled the same way: its KL does not fall with
+    # lambda (on this seed it even rises). Dividing each term by 1 + lambda restores the
+    # complexity control: the KL falls strictly along the grid.
+    factory = ek.models.model_factory(MLP, input_shape=blobs.input_shape, num_classes=blobs.num_classes)
+    grid = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
+    kls = {}
+    for w in ("none", "balanced"):
+        hm, _ = train_hyper(factory, blobs, _cfg(), form="linear", seed=0, weighting=w)
+        kls[w] = hm.kl(grid).detach()
+    assert kls["none"][-1] >= kls["none"][0]
+    assert torch.all(kls["balanced"][1:] < kls["balanced"][:-1]), kls["balanced"]
+    assert kls["balanced"][0] > 1.1 * kls["balanced"][-1]
+
+
+def test_varhyper_experiment_writes_tables_with_kl_and_costs(blobs, tmp_path):
+    from ensemblekit.experiments.varhyper import VarHyperConfig, run_varhyper
+
+    cfg = VarHyperConfig(model=MLP, train=_cfg(epochs=2), forms=["linear"], baselines=["separate", "l2"], lambdas=[0.01, 1.0],
+                         fractions=[0.0, 0.8], seeds=[0], weighting="balanced")
+    out = run_varhyper(cfg, str(tmp_path), data=blobs, plots=False)
+    assert set(out["summary"]) == {"hyper_linear", "separate", "l2"} and not out["failed"]
+    assert np.array(out["summary"]["hyper_linear"]["acc_mean"]).shape == (2, 2)
+    md = (tmp_path / "varhyper.md").read_text()
+    assert "KL(q, prior)" in md and "(one run, all lambdas)" in md and "(2 nets)" in md
+    # the same command resumes: every unit is finished, nothing is retrained
+    again = run_varhyper(cfg, str(tmp_path), data=blobs, plots=False)
+    assert again["summary"]["hyper_linear"]["acc_mean"] == out["summary"]["hyper_linear"]["acc_mean"]

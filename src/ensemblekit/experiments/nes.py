@@ -199,8 +199,10 @@ def _evaluate(method: str, keys: list[str], rows: Mapping[str, dict[str, Any]], 
             "test_nll": ensemble_nll(test[chosen], data.test.y), "retrain_s": float(sum(rows[k]["seconds"] for k in keys))}
 
 
-def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None) -> dict[str, Any]:
+def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Any = None) -> dict[str, Any]:
     """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
+
+    ``backend``: an execution backend for the retrainings (default: ``get_backend(cfg.backend)``).
 
     Returns:
         ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s}}}``.
@@ -211,7 +213,7 @@ def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None) -> dict[str,
     from ..errors import ConfigError
 
     data = data if data is not None else cfg.data.load()
-    backend = get_backend(cfg.backend)
+    backend = backend if backend is not None else get_backend(cfg.backend)
     runs = []
     for seed in cfg.seeds:
         run = os.path.join(run_dir, f"seed{seed}")

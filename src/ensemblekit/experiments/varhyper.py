@@ -40,7 +40,7 @@ class VarHyperConfig(FamilySettings):
         forms: hypernetwork forms to train (default linear, lowrank, piecewise).
         baselines: per-lambda baselines to train (default separate, l2).
         lambdas: the evaluation grid (default 1e-3, ..., 1e2). fractions: pruned shares (0..0.9).
-        log10_range, samples, prior_std, init_log_sigma, rank, hidden, pivots: see ``varhyper``.
+        log10_range, samples, prior_std, init_log_sigma, rank, hidden, pivots, weighting: see ``varhyper``.
         seeds: run seeds (default 0, 1, 2). backend: execution backend (default local).
     """
 
@@ -60,7 +60,7 @@ def varhyper_unit(spec: Mapping[str, Any], data: Data) -> dict[str, Any]:
     cfg = VarHyperConfig(**spec["config"])
     factory = model_factory(cfg.model.spec(), input_shape=data.input_shape, num_classes=data.num_classes)
     run, kind, seed = RunDir(spec["dir"]), spec["kind"], int(spec["seed"])
-    hyper = {"log10_range": cfg.log10_range, "samples": cfg.samples, "prior_std": cfg.prior_std, "init_log_sigma": cfg.init_log_sigma}
+    hyper = cfg.hyper_kwargs()
     if kind.startswith("hyper_"):
         model, info = train_hyper(factory, data, cfg.train, form=kind[len("hyper_"):], seed=seed, run=run, rank=cfg.rank,
                                   hidden=cfg.hidden, pivots=cfg.pivots, eval_lambdas=cfg.lambdas, **hyper)
@@ -86,19 +86,22 @@ def _summary(rows: list[dict[str, Any]], cfg: VarHyperConfig) -> dict[str, Any]:
 
 def _markdown(summary: Mapping[str, Any], cfg: VarHyperConfig, data_name: str) -> str:
     shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.6, 0.8, 0.9)] or list(range(len(cfg.fractions)))
-    head = ["model", "lambda", *[f"acc @ {cfg.fractions[j]:.0%} pruned" for j in shown], "train s / run"]
+    head = ["model", "lambda", "KL(q, prior)", *[f"acc @ {cfg.fractions[j]:.0%} pruned" for j in shown], "train s / run"]
     body = []
     for kind, s in summary.items():
         for i, lam in enumerate(cfg.lambdas):
             cells = [f"{100 * s['acc_mean'][i][j]:.1f} ± {100 * s['acc_std'][i][j]:.1f}" for j in shown]
             cost = f"{s['train_s'][0]:.0f}" + (" (one run, all lambdas)" if kind.startswith("hyper_") else f" ({len(cfg.lambdas)} nets)")
-            body.append([kind, f"{lam:g}", *cells, cost if i == 0 else ""])
+            kl = f"{s['kl_mean'][i]:.0f}" if s.get("kl_mean") else "-"
+            body.append([kind, f"{lam:g}", kl, *cells, cost if i == 0 else ""])
     return (f"# varhyper on {data_name}: test accuracy % (mean ± std over {len(cfg.seeds)} seeds)\n\n"
             + markdown_table(head, body) + "\n\nWall-clock seconds include other processes' load.\n")
 
 
-def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True) -> dict[str, Any]:
-    """Train every form and baseline for every seed, evaluate, write ``varhyper.{json,md}`` and plots."""
+def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Any = None) -> dict[str, Any]:
+    """Train every form and baseline for every seed, evaluate, write ``varhyper.{json,md}`` and plots.
+
+    ``backend``: an execution backend for the units (default: ``get_backend(cfg.backend)``)."""
     data = data if data is not None else cfg.data.load()
     os.makedirs(run_dir, exist_ok=True)
     resolved = cfg.model_dump(mode="json")
@@ -106,7 +109,8 @@ def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None,
     kinds = [f"hyper_{f}" for f in cfg.forms] + list(cfg.baselines)
     specs = [{"key": f"{k}-s{s}", "kind": k, "seed": s, "dir": os.path.join(run_dir, f"{k}-s{s}"), "config": resolved}
              for s in cfg.seeds for k in kinds]
-    outcomes = get_backend(cfg.backend).map(varhyper_unit, specs, context={"data": data})
+    backend = backend if backend is not None else get_backend(cfg.backend)
+    outcomes = backend.map(varhyper_unit, specs, context={"data": data})
     failed = [f"{o.key}: {o.error}" for o in outcomes if not o.ok]
     rows = [o.value for o in outcomes if o.ok and o.value is not None]
     summary = _summary(rows, cfg)

@@ -48,6 +48,9 @@ class VarHyper(Method):
         samples: lambdas per mini-batch (>= 1; default 5). prior_std: prior std (> 0; 1.0).
         init_log_sigma: initial log-std (default -3). rank, hidden: low-rank form (1, 50).
         pivots: piecewise form (>= 2; default 6). prune: share pruned per layer ([0, 1); 0).
+        weighting: ``none`` (default, the objective above) or ``balanced`` (each lambda's
+            term divided by ``1 + lambda``, so that the largest lambdas do not dictate the
+            shared parameters of the linear and low-rank forms).
 
     Example:
         >>> vh = ek.create_method("varhyper", model={"name": "mlp", "kwargs": {"hidden": [100]}},
@@ -69,8 +72,7 @@ class VarHyper(Method):
 
     def _hyper_kwargs(self) -> dict[str, Any]:
         p = self.params_
-        return {"log10_range": p.log10_range, "samples": p.samples, "prior_std": p.prior_std,
-                "init_log_sigma": p.init_log_sigma, "eval_lambdas": p.lambdas}
+        return {**p.hyper_kwargs(), "eval_lambdas": p.lambdas}
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         p = self.params_

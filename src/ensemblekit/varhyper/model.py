@@ -49,6 +49,12 @@ class HyperModel:
         eval_lambdas: the lambdas of the eval-mode members (default the grid 1e-3..1e2).
         spec: the template's JSON model spec (kept by the Ensembles it produces).
         fixed: lambdas trained at every step instead of sampling (the per-lambda baseline).
+        weighting: ``"none"`` (METHODS.md's objective, the plain mean over the K lambdas) or
+            ``"balanced"``: each lambda's term divided by ``1 + lambda``. Per lambda the
+            minimiser is unchanged (a positive factor), so the family of optimal posteriors
+            is the same; what changes is how a restricted form (linear, low-rank) trades one
+            lambda against another: without it the terms with lambda near ``10^R`` are up
+            to ``10^(R-L)`` times larger and dictate the shared parameters.
 
     Example:
         >>> hm = HyperModel(model, LinearForm())
@@ -57,12 +63,15 @@ class HyperModel:
 
     def __init__(self, template: nn.Module, form: Form, *, log10_range: Sequence[float] = (-3.0, 2.0), samples: int = 5,
                  prior_std: float = 1.0, init_log_sigma: float = -3.0, eval_lambdas: Sequence[float] = DEFAULT_GRID,
-                 spec: dict[str, Any] | None = None, fixed: Sequence[float] | None = None) -> None:
+                 spec: dict[str, Any] | None = None, fixed: Sequence[float] | None = None, weighting: str = "none") -> None:
         lo, hi = (float(v) for v in log10_range)
         if not lo < hi:
             raise ConfigError(f"log10_range must be (L, R) with L < R, got {tuple(log10_range)}")
         if samples < 1 or prior_std <= 0:
             raise ConfigError(f"samples must be >= 1 and prior_std > 0, got samples={samples}, prior_std={prior_std}")
+        if weighting not in ("none", "balanced"):
+            raise ConfigError(f"weighting must be 'none' or 'balanced', got {weighting!r}")
+        self.weighting = weighting
         self.shapes = variational_shapes(template)
         self.template, self.form, self.spec = template, form, spec
         self.lo, self.hi, self.prior_std, self.init_log_sigma = lo, hi, float(prior_std), float(init_log_sigma)
@@ -136,14 +145,18 @@ class HyperModel:
     forward = __call__
 
     def objective(self, num_train: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-        """Loss ``(logits (K,B,C), batch) -> (K,)``: ``(CE_k + lambda_k KL_k / N_train) / K``."""
+        """Loss ``(logits (K,B,C), batch) -> (K,)``: ``(CE_k + lambda_k KL_k / N_train) / K``
+        (divided by ``1 + lambda_k`` as well when ``weighting="balanced"``)."""
         if num_train < 1:
             raise DataError(f"num_train must be >= 1, got {num_train}")
 
         def loss(logits: torch.Tensor, batch: Any) -> torch.Tensor:
             k, b, c = logits.shape
             ce = F.cross_entropy(logits.reshape(k * b, c), batch.y.repeat(k), reduction="none").reshape(k, b).mean(1)
-            return (ce + self.last_lambdas * self.last_kl / num_train) / k
+            per_lambda = ce + self.last_lambdas * self.last_kl / num_train
+            if self.weighting == "balanced":
+                per_lambda = per_lambda / (1.0 + self.last_lambdas)
+            return per_lambda / k
 
         return loss
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, model_validator
 
 from ..training.config import StrictModel
@@ -15,6 +17,8 @@ class FamilySettings(StrictModel):
 
     ``lambdas`` must lie inside ``10**log10_range``; ``samples`` lambdas are drawn per
     mini-batch; ``rank``/``hidden`` size the low-rank form, ``pivots`` the piecewise one.
+    ``weighting``: ``none`` (the plain mean over the sampled lambdas, METHODS.md §7) or
+    ``balanced`` (each lambda's term divided by ``1 + lambda``; see :class:`HyperModel`).
     """
 
     lambdas: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
@@ -25,6 +29,7 @@ class FamilySettings(StrictModel):
     rank: int = Field(1, ge=1)
     hidden: int = Field(50, ge=1)
     pivots: int = Field(6, ge=2)
+    weighting: Literal["none", "balanced"] = "none"
 
     @model_validator(mode="after")
     def _check_range(self) -> "FamilySettings":
@@ -35,3 +40,8 @@ class FamilySettings(StrictModel):
         if bad:
             raise ValueError(f"lambdas must lie in [{10**lo:g}, {10**hi:g}] (log10_range), got {bad}")
         return self
+
+    def hyper_kwargs(self) -> dict[str, Any]:
+        """The :class:`HyperModel` keyword arguments these settings fix."""
+        return {"log10_range": self.log10_range, "samples": self.samples, "prior_std": self.prior_std,
+                "init_log_sigma": self.init_log_sigma, "weighting": self.weighting}
