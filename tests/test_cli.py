@@ -147,3 +147,15 @@ def test_compare_writes_rows_table_and_plots(tmp_path):
     again = _cli("compare", _write(tmp_path / "c.yaml", cfg))  # finished cells are skipped
     assert again.returncode == 0
     assert json.loads((tmp_path / "cmp" / "results.json").read_text())[0]["wall_s"] == rows[0]["wall_s"]
+
+
+def test_threads_option_sets_torch_threads(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert _main("--threads", "1", "list") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert _main("--threads", "0", "list") == 2  # typer refuses a range violation

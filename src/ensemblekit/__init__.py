@@ -18,6 +18,7 @@ from .metrics import evaluate_probs
 from .metrics.evaluate import evaluate
 from .models import create_model, list_models, register_model
 from .training import Callback, RunDir, TrainConfig, Trainer, schedules
+from . import curves, nas, varhyper  # noqa: E402  (method-specific building blocks: ek.curves, ek.nas, ek.varhyper)
 
 __version__ = "0.1.0"
 
@@ -29,5 +30,6 @@ __all__ = [
     "evaluate", "evaluate_probs",
     "create_model", "list_models", "register_model",
     "Callback", "RunDir", "TrainConfig", "Trainer", "schedules",
+    "curves", "nas", "varhyper",
     "__version__",
 ]

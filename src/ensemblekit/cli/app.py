@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +22,19 @@ err_console = Console(stderr=True)
 
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: key.sub=value (YAML value). Repeatable.")
 RunDirOpt = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it.")
+
+
+@app.callback()
+def _global_options(
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="ENSEMBLEKIT_THREADS",
+                                          help="CPU threads torch may use (default: torch's choice, all cores). Set it when "
+                                               "several runs share a machine: two processes with all cores each slow each other down several-fold."),
+) -> None:
+    """Train, evaluate and compare ensembles of deep networks."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 C = TypeVar("C")
 
