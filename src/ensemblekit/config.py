@@ -111,14 +111,16 @@ class ModelConfig(StrictModel):
 
 
 class MethodConfig(StrictModel):
-    """``independent`` | ``{name: independent, members: 5, label: "Ind", train: {...}}``.
+    """``independent`` | ``{name: independent, members: 5, label: "Ind", train: {...}, model: {...}}``.
 
-    ``label`` names the row in comparisons; ``train`` overrides the shared training options.
+    ``label`` names the row in comparisons; ``train`` overrides the shared training options;
+    ``model`` replaces the shared model for this method (e.g. a frozen head for one row).
     """
 
     name: str
     label: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
+    model: ModelConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -130,7 +132,7 @@ class MethodConfig(StrictModel):
             v = dict(v)
             params = dict(v.pop("params", {}) or {})
             for key in list(v):
-                if key not in ("name", "label", "train"):
+                if key not in ("name", "label", "train", "model"):
                     params[key] = v.pop(key)
             v["params"] = params
         return v
@@ -150,6 +152,10 @@ class MethodConfig(StrictModel):
 
     def method_class(self):  # noqa: ANN201
         return METHODS.get(self.name)
+
+    def model_spec(self, shared: ModelConfig) -> dict[str, Any]:
+        """The model spec this method trains: its own ``model`` if given, else ``shared``."""
+        return (self.model or shared).spec()
 
 
 class RunConfig(StrictModel):

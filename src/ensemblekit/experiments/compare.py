@@ -36,7 +36,6 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
     """The resolved, JSON-able spec of every cell, in table order."""
     base = {
         "data": cfg.data.model_dump(mode="json", exclude_none=True),
-        "model": cfg.model.spec(),
         "train": cfg.train.model_dump(mode="json", exclude_unset=True),
     }
     specs = []
@@ -44,7 +43,8 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
         for budget in cfg.budgets:
             for seed in cfg.seeds:
                 key = f"{_slug(m.display)}-b{budget}-s{seed}"
-                specs.append({**base, "method": m.model_dump(mode="json"), "label": m.display, "budget": budget, "seed": seed, "key": key})
+                specs.append({**base, "model": m.model_spec(cfg.model), "method": m.model_dump(mode="json", exclude_none=True),
+                              "label": m.display, "budget": budget, "seed": seed, "key": key})
     return specs
 
 

@@ -39,7 +39,7 @@ class Check:
 
 
 def _factory(cfg: RunConfig, data: Data):  # noqa: ANN202
-    factory = model_factory(cfg.model.spec(), input_shape=data.input_shape, num_classes=data.num_classes)
+    factory = model_factory(cfg.method.model_spec(cfg.model), input_shape=data.input_shape, num_classes=data.num_classes)
     check_model_fits(factory, data)
     return factory
 

@@ -76,7 +76,7 @@ def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Da
     if not os.path.exists(config_path):
         atomic_write_text(config_path, yaml.safe_dump(_resolved(cfg), sort_keys=False))
     data = data if data is not None else cfg.data.load()
-    method = build_method(cfg.method, cfg.model.spec(), cfg.train.model_dump(exclude_unset=True), cfg.seed)
+    method = build_method(cfg.method, cfg.method.model_spec(cfg.model), cfg.train.model_dump(exclude_unset=True), cfg.seed)
     method.fit(data, run_dir=run_dir, resume=resume, callbacks=callbacks)
     return finish_run(method, data, rd, {"config": _resolved(cfg)}, plots=plots)
 

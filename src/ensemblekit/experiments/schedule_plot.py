@@ -13,7 +13,7 @@ __all__ = ["plot_schedule"]
 
 def plot_schedule(cfg: RunConfig, data: Data, path: str) -> dict[str, float]:
     """Plot the policy the configured method would follow on ``data``; returns a summary."""
-    method = build_method(cfg.method, cfg.model.spec(), cfg.train.model_dump(exclude_unset=True), cfg.seed)
+    method = build_method(cfg.method, cfg.method.model_spec(cfg.model), cfg.train.model_dump(exclude_unset=True), cfg.seed)
     method.validate()
     spe = steps_per_epoch(data.train, method.train_config_.batch_size)
     policy, marks = method.lr_policy(spe)
