@@ -18,7 +18,7 @@ from .metrics import evaluate_probs
 from .metrics.evaluate import evaluate
 from .models import create_model, list_models, register_model
 from .training import Callback, RunDir, TrainConfig, Trainer, schedules
-from . import curves, nas, varhyper  # noqa: E402  (method-specific building blocks: ek.curves, ek.nas, ek.varhyper)
+from . import curves, nas, varhyper  # method-specific building blocks: ek.curves, ek.nas, ek.varhyper
 
 __version__ = "0.1.0"
 

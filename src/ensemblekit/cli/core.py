@@ -107,6 +107,7 @@ BackendOpt = typer.Option("local", "--backend", help="local (one run after anoth
 AddressOpt = typer.Option(None, "--address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local Ray instance.")
 CpusOpt = typer.Option(None, "--cpus-per-run", help="CPUs (and torch threads) each run reserves on Ray (default 1).")
 GpusOpt = typer.Option(None, "--gpus-per-run", help="GPUs each run reserves on Ray (default 0; 1 = one run per GPU).")
+ConfigBackendOpt = typer.Option(None, "--backend", help="local | ray: where the independent trainings run (default: the config's `backend`).")
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
-from .core import AddressOpt, CpusOpt, GpusOpt
+from .core import AddressOpt, ConfigBackendOpt, CpusOpt, GpusOpt
 
 
 @app.command()
@@ -15,16 +15,15 @@ def nes(
     config: str = typer.Argument(..., help="YAML config (see configs/nes_mnist1d.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
-    backend: Optional[str] = typer.Option(None, "--backend", help="local | ray: where the independent trainings run (default: the config's `backend`)."),
+    backend: Optional[str] = ConfigBackendOpt,
     address: Optional[str] = AddressOpt,
     cpus_per_run: Optional[float] = CpusOpt,
     gpus_per_run: Optional[float] = GpusOpt,
 ) -> None:
     """DARTS search, hypernetwork, pool sampling and retraining, ensemble selection; EdgeNES vs NES-RS, DARTS ensembles and the other baselines."""
+    from ..experiments.backends import backend_from_cli
     from ..experiments.nes import NesConfig, run_nes
     from ..report.nes_plots import LABELS
-
-    from ..experiments.backends import backend_from_cli
 
     cfg, target, data = open_experiment(config, set_, NesConfig, run_dir)
     out = run_nes(cfg, target, data=data, backend=backend_from_cli(backend or cfg.backend, address, cpus_per_run, gpus_per_run))

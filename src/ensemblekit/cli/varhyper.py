@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
-from .core import AddressOpt, CpusOpt, GpusOpt
+from .core import AddressOpt, ConfigBackendOpt, CpusOpt, GpusOpt
 
 
 @app.command()
@@ -15,15 +15,14 @@ def varhyper(
     config: str = typer.Argument(..., help="YAML config (see configs/varhyper_digits.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
-    backend: Optional[str] = typer.Option(None, "--backend", help="local | ray: where the independent trainings run (default: the config's `backend`)."),
+    backend: Optional[str] = ConfigBackendOpt,
     address: Optional[str] = AddressOpt,
     cpus_per_run: Optional[float] = CpusOpt,
     gpus_per_run: Optional[float] = GpusOpt,
 ) -> None:
     """Train hypernetworks over lambda and separate variational / L2 nets per lambda; prune; tables and plots."""
-    from ..experiments.varhyper import VarHyperConfig, run_varhyper
-
     from ..experiments.backends import backend_from_cli
+    from ..experiments.varhyper import VarHyperConfig, run_varhyper
 
     cfg, target, data = open_experiment(config, set_, VarHyperConfig, run_dir)
     results = run_varhyper(cfg, target, data=data, backend=backend_from_cli(backend or cfg.backend, address, cpus_per_run, gpus_per_run))

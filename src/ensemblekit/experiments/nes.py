@@ -28,7 +28,7 @@ from ..seeding import derive_seed
 from ..serialization import load_tensors, save_tensors, write_json
 from ..training.checkpoint import RunDir
 from ..training.config import StrictModel, TrainConfig
-from .backends import get_backend
+from .backends import Backend, get_backend
 
 __all__ = ["NesConfig", "train_candidate", "sample_pool", "run_nes", "spearman", "anytime_curve", "curve_auc", "summarize", "BASELINES"]
 
@@ -199,7 +199,7 @@ def _evaluate(method: str, keys: list[str], rows: Mapping[str, dict[str, Any]], 
             "test_nll": ensemble_nll(test[chosen], data.test.y), "retrain_s": float(sum(rows[k]["seconds"] for k in keys))}
 
 
-def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Any = None) -> dict[str, Any]:
+def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None) -> dict[str, Any]:
     """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
 
     ``backend``: an execution backend for the retrainings (default: ``get_backend(cfg.backend)``).

@@ -54,7 +54,8 @@ def provenance() -> dict[str, Any]:
 def default_run_name(cfg: RunConfig) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     data = cfg.data.name or os.path.splitext(os.path.basename(cfg.data.npz or "data"))[0]
-    model = cfg.model.name or (cfg.model.factory or "model").split(":")[-1]
+    spec = cfg.method.model or cfg.model
+    model = spec.name or (spec.factory or "model").split(":")[-1]
     return cfg.name or f"{cfg.method.display}-{model}-{data}-s{cfg.seed}-{stamp}"
 
 

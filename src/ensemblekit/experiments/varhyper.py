@@ -27,7 +27,7 @@ from ..training.config import TrainConfig
 from ..varhyper.family import family_kl, pruning_curve, train_hyper, train_l2, train_separate
 from ..varhyper.settings import FamilySettings
 from ..varhyper.prune import DEFAULT_FRACTIONS
-from .backends import get_backend
+from .backends import Backend, get_backend
 
 __all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit"]
 
@@ -98,7 +98,7 @@ def _markdown(summary: Mapping[str, Any], cfg: VarHyperConfig, data_name: str) -
             + markdown_table(head, body) + "\n\nWall-clock seconds include other processes' load.\n")
 
 
-def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Any = None) -> dict[str, Any]:
+def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Backend | None = None) -> dict[str, Any]:
     """Train every form and baseline for every seed, evaluate, write ``varhyper.{json,md}`` and plots.
 
     ``backend``: an execution backend for the units (default: ``get_backend(cfg.backend)``)."""
