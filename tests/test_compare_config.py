@@ -31,7 +31,7 @@ def test_a_method_model_overrides_the_shared_one_in_its_cells_only():
 
 
 def test_compare_trains_each_method_on_its_own_model(blobs, tmp_path):
-    rows = run_compare(_cfg(), str(tmp_path), data=blobs, backend=LocalBackend())
+    rows = run_compare(_cfg(), str(tmp_path), data=blobs, backend=LocalBackend()).rows
     assert {r["method"] for r in rows} == {"shared", "own"}
     widths = {}
     for label in ("shared", "own"):

@@ -10,8 +10,9 @@ import torch
 
 import ensemblekit as ek
 from ensemblekit.errors import ConfigError
-from ensemblekit.experiments.nes import NesConfig, run_nes, spearman
+from ensemblekit.experiments.nes import NesConfig, run_nes
 from ensemblekit.nas.genotype import Genotype, common_edges
+from ensemblekit.nas.pool import curve_auc, spearman
 from ensemblekit.nas.search import HyperConfig, SearchConfig, darts_search, linear_anneal, train_hypernet
 
 TINY = SearchConfig(channels=2, layers=2, nodes=2, steps=3, batch_size=16)  # 5 edges per cell
@@ -29,14 +30,16 @@ def test_search_and_hypernet_resume_from_their_files(blobs, tmp_path):
     star, net = darts_search(blobs, TINY, seed=0, run_dir=str(tmp_path))
     assert star.alpha.shape == (2, 5, 7) and star.beta.shape == (2, 5) and star.genotype.num_kept == 8
     assert len(star.history) == 3 and star.seconds > 0
-    hyper, seconds, hist = train_hypernet(net, blobs, star, TINY, HyperConfig(steps=3), seed=0, run_dir=str(tmp_path))
+    assert star.flops > 0
+    res = train_hypernet(net, blobs, star, TINY, HyperConfig(steps=3), seed=0, run_dir=str(tmp_path))
+    hist, hyper = res.history, res.hyper
     assert [round(h["temperature"], 3) for h in hist] == [1.0, 0.525, 0.05] and [round(h["c"], 3) for h in hist] == [0.3, 1.65, 3.0]
-    assert hyper.lam_max == 8.0 and hyper.num_pivots == 5
+    assert hyper.lam_max == 8.0 and hyper.num_pivots == 5 and res.flops > 0
     again, _ = darts_search(blobs, TINY, seed=0, run_dir=str(tmp_path))
-    assert again.genotype == star.genotype and again.seconds == star.seconds
-    hyper2, seconds2, _ = train_hypernet(net, blobs, again, TINY, HyperConfig(steps=3), seed=0, run_dir=str(tmp_path))
-    torch.testing.assert_close(hyper2.alphas, hyper.alphas)
-    assert seconds2 == seconds
+    assert again.genotype == star.genotype and again.seconds == star.seconds and again.flops == star.flops
+    res2 = train_hypernet(net, blobs, again, TINY, HyperConfig(steps=3), seed=0, run_dir=str(tmp_path))
+    torch.testing.assert_close(res2.hyper.alphas, hyper.alphas)
+    assert res2.seconds == res.seconds
 
 
 def test_nes_experiment_end_to_end(blobs, tmp_path):
@@ -47,6 +50,11 @@ def test_nes_experiment_end_to_end(blobs, tmp_path):
     run = out["runs"][0]
     res = run["results"]
     assert set(res) == {"edgenes", "darts", "deepens_darts", "nes_rs"}
+    # one DARTS search serves darts, deepens_darts and edgenes; alpha* with init copy 0 is trained once
+    assert len(list((tmp_path / "cache").glob("search-*"))) == 1
+    assert res["darts"]["chosen"][0] in res["deepens_darts"]["chosen"]
+    keys = {k for r in res.values() for k in r["chosen"]}  # pools of 2 with n = 2: every candidate is chosen
+    assert len(keys) <= 2 + 1 + 1 + 2 and len(list((tmp_path / "cache" / "candidates").iterdir())) == len(keys)
     assert len(res["edgenes"]["chosen"]) == 2 and len(res["darts"]["chosen"]) == 1 and len(res["deepens_darts"]["chosen"]) == 2
     assert len(set(res["deepens_darts"]["chosen"])) == 2  # n seeds of alpha*
     assert res["edgenes"]["find_s"] > res["darts"]["find_s"] > 0 and res["nes_rs"]["find_s"] == 0
@@ -62,6 +70,9 @@ def test_nes_experiment_end_to_end(blobs, tmp_path):
         NesConfig(pool=2, ensemble=4)
     with pytest.raises(ValueError, match="unknown methods \\['bogus'\\]"):
         NesConfig(methods=["bogus"])
+    # the same command again reuses every finished method
+    again = run_nes(cfg, str(tmp_path), data=blobs)
+    assert again["summary"] == out["summary"]
 
 
 def test_edgenes_method_attributes(blobs):
@@ -77,8 +88,6 @@ def test_edgenes_method_attributes(blobs):
 
 
 def test_curve_auc_by_hand():
-    from ensemblekit.experiments.nes import curve_auc
-
     # 0 until t=2, 0.5 until t=6, 0.8 until the horizon 10: (4 * 0.5 + 4 * 0.8) / 10
     assert curve_auc([[2.0, 0.5], [6.0, 0.8]], 10.0) == pytest.approx(0.52)
     assert curve_auc([[0.0, 1.0]], 5.0) == pytest.approx(1.0)

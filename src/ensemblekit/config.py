@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .data.registry import DATASETS
 from .errors import ConfigError
 from .methods.base import METHODS, format_validation_error
-from .models.registry import MODELS, _check_kwargs, import_factory
+from .models.registry import MODELS, _check_kwargs, import_factory, resolve_wrappers
 from .training.config import StrictModel, TrainConfig
 
 __all__ = [
@@ -76,21 +76,31 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     """``cnn1d`` | ``{name: resnet, kwargs: {depth: 20}}`` | ``{factory: "pkg.mod:fn", kwargs: {...}}``.
 
-    ``dropconnect: p`` wraps every Linear/Conv layer in DropConnect with drop probability p.
-    ``frozen_head: s`` (> 0) replaces the head by BatchNorm1d(affine=False) -> Linear frozen at
-    its default initialisation times s (margin boosting, METHODS.md §5); 0 keeps the head.
+    Any other key is a registered model wrapper (``ensemblekit list`` shows them), applied
+    to every member: ``dropconnect: p`` wraps every Linear/Conv layer in DropConnect with
+    drop probability p; ``frozen_head: s`` (> 0) replaces the head by
+    BatchNorm1d(affine=False) -> Linear frozen at its default initialisation times s
+    (margin boosting); 0 leaves the model unwrapped.
     """
 
     name: str | None = None
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    dropconnect: float = Field(0.0, ge=0, lt=1)
-    frozen_head: float = Field(0.0, ge=0)
+    wrappers: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, Mapping):
+            v = dict(v)
+            wrappers = dict(v.pop("wrappers", {}) or {})
+            for key in list(v):
+                if key not in ("name", "factory", "kwargs"):
+                    wrappers[key] = v.pop(key)
+            v["wrappers"] = wrappers
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -98,16 +108,13 @@ class ModelConfig(StrictModel):
             raise ValueError("give exactly one of name (a registered model) or factory ('pkg.mod:fn')")
         fn = MODELS.get(self.name) if self.name is not None else import_factory(self.factory)  # type: ignore[arg-type]
         _check_kwargs(fn, self.kwargs, f"model {self.name or self.factory!r}")
+        active = resolve_wrappers(self.wrappers)
+        object.__setattr__(self, "wrappers", {w.name: v for w, v in active})
         return self
 
     def spec(self) -> dict[str, Any]:
         key = "name" if self.name is not None else "factory"
-        spec: dict[str, Any] = {key: self.name or self.factory, "kwargs": dict(self.kwargs)}
-        if self.dropconnect:
-            spec["dropconnect"] = self.dropconnect
-        if self.frozen_head:
-            spec["frozen_head"] = self.frozen_head
-        return spec
+        return {key: self.name or self.factory, "kwargs": dict(self.kwargs), **self.wrappers}
 
 
 class MethodConfig(StrictModel):

@@ -30,10 +30,30 @@ from .errors import ConfigError, DataError
 from .models.registry import model_factory
 from .serialization import copy_state_, load_tensors, save_tensors
 from .stacked import StackedPlan, compile_plan
+from .training.protocol import ParamGroup
 
-__all__ = ["MemberGroup", "Ensemble"]
+__all__ = ["MemberGroup", "Ensemble", "state_key", "parse_state_key"]
 
 _FORMAT = "ensemblekit.ensemble/1"
+
+
+def state_key(group: int, kind: str, name: str) -> str:
+    """The name of a stacked tensor in checkpoints and ensemble files: ``g<group>.<kind>.<name>``.
+
+    ``kind`` is ``param`` or ``buffer``. The one place this format is built
+    (:func:`parse_state_key` is the one place it is read).
+    """
+    if kind not in ("param", "buffer"):
+        raise ValueError(f"kind must be 'param' or 'buffer', got {kind!r}")
+    return f"g{group}.{kind}.{name}"
+
+
+def parse_state_key(key: str) -> tuple[int, str, str]:
+    """``(group, kind, name)`` of a name built by :func:`state_key`."""
+    head, kind, name = key.split(".", 2)
+    if not head.startswith("g") or not head[1:].isdigit() or kind not in ("param", "buffer"):
+        raise ValueError(f"not an ensemble state key: {key!r}")
+    return int(head[1:]), kind, name
 
 
 class MemberGroup:
@@ -210,6 +230,26 @@ class Ensemble:
     def device(self) -> torch.device:
         return next(iter(self.groups[0].params.values())).device
 
+    def _member_ranges(self) -> list[slice]:
+        out, start = [], 0
+        for g in self.groups:
+            out.append(slice(start, start + g.num_members))
+            start += g.num_members
+        return out
+
+    def param_groups(self) -> list[ParamGroup]:
+        """One stacked :class:`~ensemblekit.training.protocol.ParamGroup` per member group
+        (the trainable-model protocol): every member owns its slice of every tensor."""
+        return [ParamGroup(f"group{gi}", g.params, members=sl) for gi, (g, sl) in enumerate(zip(self.groups, self._member_ranges()))]
+
+    def member_slices(self) -> dict[str, slice | None]:
+        """The members axis 0 of each state tensor indexes (never shared in an Ensemble)."""
+        out: dict[str, slice | None] = {}
+        for gi, (g, sl) in enumerate(zip(self.groups, self._member_ranges())):
+            out.update({state_key(gi, "param", k): sl for k in g.params})
+            out.update({state_key(gi, "buffer", k): sl for k in g.buffers})
+        return out
+
     def parameters(self) -> list[torch.Tensor]:
         """Trainable stacked leaf tensors (what an optimizer steps)."""
         return [p for g in self.groups for p in g.params.values() if p.requires_grad]
@@ -307,11 +347,13 @@ class Ensemble:
         return Ensemble([g.select(range(g.num_members)) for g in self.groups], self.members_info).train(self.training)
 
     # ----------------------------------------------------------------- save / load
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def state_tensors(self, buffers: bool = True) -> dict[str, torch.Tensor]:
+        """Every stacked tensor by its :func:`state_key` (parameters only with ``buffers=False``)."""
         out: dict[str, torch.Tensor] = {}
         for gi, g in enumerate(self.groups):
-            out.update({f"g{gi}.param.{k}": v for k, v in g.params.items()})
-            out.update({f"g{gi}.buffer.{k}": v for k, v in g.buffers.items()})
+            out.update({state_key(gi, "param", k): v for k, v in g.params.items()})
+            if buffers:
+                out.update({state_key(gi, "buffer", k): v for k, v in g.buffers.items()})
         return out
 
     def metadata(self) -> dict[str, Any]:
@@ -357,9 +399,9 @@ class Ensemble:
             template = template.to(device)
             params, buffers = OrderedDict(), OrderedDict()
             for k, _ in template.named_parameters():
-                params[k] = tensors[f"g{gi}.param.{k}"].requires_grad_(k not in gmeta["frozen"])
+                params[k] = tensors[state_key(gi, "param", k)].requires_grad_(k not in gmeta["frozen"])
             for k, _ in template.named_buffers():
-                buffers[k] = tensors[f"g{gi}.buffer.{k}"]
+                buffers[k] = tensors[state_key(gi, "buffer", k)]
             groups.append(MemberGroup(template, params, buffers, gmeta["spec"]))
         return cls(groups, meta.get("members"))
 

@@ -15,13 +15,14 @@ def list_cmd() -> None:
     """List registered datasets, models, methods, optimizers and schedules."""
     from ..data import list_datasets
     from ..methods import list_methods
-    from ..models import list_models
+    from ..models import list_models, list_wrappers
     from ..training.optim import OPTIMIZERS
     from ..training.schedules import schedule_names
 
     console.print(_table("ensemblekit registries", ["kind", "names"], [
         ["datasets", ", ".join(list_datasets())],
         ["models", ", ".join(list_models())],
+        ["model wrappers", ", ".join(list_wrappers())],
         ["methods", ", ".join(list_methods())],
         ["optimizers", ", ".join(OPTIMIZERS)],
         ["schedules", ", ".join(schedule_names())],
@@ -147,7 +148,7 @@ def compare(
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 
-    rows = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner)
-    console.print(open(os.path.join(out_dir, "results.md"), encoding="utf-8").read())
-    if any("failed" in r for r in rows):
+    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner)
+    console.print(result.markdown, markup=False, highlight=False)
+    if result.failed:
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ from torch.func import functional_call
 from ..ensemble import Ensemble, MemberGroup
 from ..errors import ConfigError
 from ..serialization import copy_state_
+from ..training.protocol import ParamGroup
 from .parametrizations import Coefficients, check_parametrization, get_parametrization
 
 __all__ = ["CurveModel"]
@@ -146,10 +147,20 @@ class CurveModel:
         group = MemberGroup(copy.deepcopy(self.template), params, buffers, self.spec)
         return Ensemble([group], [{"t": t, "curve": self.curve_name} for t in ts])
 
-    # ----------------------------------------------------------------- the Trainer's surface
+    # ----------------------------------------------------------------- the trainable-model protocol
     @property
     def num_members(self) -> int:
         return 1
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The free bends, one group (the endpoints are fixed); never penalised: the curve's
+        weight decay acts on ``phi(t)`` (:meth:`regularized`), not on the bends."""
+        tensors = OrderedDict((f"bend{j}.{k}", v) for j, b in enumerate(self.bends, start=1) for k, v in b.items())
+        return [ParamGroup("bends", tensors, members=None, regularized=False)]
+
+    def member_slices(self) -> dict[str, slice | None]:
+        """Every tensor belongs to the curve as a whole (no member axis)."""
+        return {k: None for k in self.state_tensors()}
 
     @property
     def device(self) -> torch.device:

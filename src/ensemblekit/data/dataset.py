@@ -81,6 +81,25 @@ class Data:
     name: str = "data"
     split_seed: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def digest(self) -> str:
+        """A hash of the splits' contents (features, labels, class count): results computed
+        from this data are reused only for data with the same digest. A split given as a
+        DataLoader is hashed by its size only (it is not read)."""
+        if self._digest is None:
+            from ..hashing import spec_hash, tensor_digest
+
+            parts = [self.num_classes, list(self.input_shape)]
+            for split in (self.train, self.val, self.test):
+                if split is None:
+                    parts.append(None)
+                elif split.in_memory:
+                    parts.append(tensor_digest(split.x, split.y))
+                else:
+                    parts.append(f"loader:{len(split)}")
+            self._digest = spec_hash(parts)
+        return self._digest
 
     def describe(self) -> dict[str, Any]:
         return {

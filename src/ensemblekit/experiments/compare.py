@@ -1,9 +1,13 @@
-"""Comparisons of methods x budgets x seeds: the table of METHODS.md §3 for any model and data.
+"""Comparisons of methods x budgets x seeds: the budget table of Garipov et al. (2018) for any
+model, data and registered method.
 
 Each *cell* (method, budget, seed) is an independent unit of work: a pure function of
-its resolved spec that trains into its own folder (``cells/<label>-b<k>-s<seed>``)
-and writes ``row.json``. Cells already done are skipped, so a killed comparison
-continues where it stopped; a cell that fails is reported and the others still run.
+its resolved spec that trains into its own folder (``cells/<label>-b<k>-s<seed>``) and
+is recorded through the one results path (``results.json``, the row schema of
+:mod:`ensemblekit.experiments.results`). Cells already done are skipped, so a killed
+comparison continues where it stopped; a cell that fails is reported and the others
+still run. Cells share ``<out>/cache``: intermediate results that are pure functions of
+their spec (a DARTS search, a trained candidate architecture) are computed once.
 """
 
 from __future__ import annotations
@@ -11,21 +15,33 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
 from ..config import CompareConfig, DataConfig, MethodConfig
 from ..data.dataset import Data
-from ..metrics.evaluate import evaluate
 from ..report.plots import line_plot, size_curve_plot
 from ..report.tables import comparison_markdown, grid, mean_std
-from ..serialization import atomic_write_text, read_json, write_json
+from ..serialization import atomic_write_text, write_json
 from ..training.config import TrainConfig
 from .backends import Backend, LocalBackend, Outcome
-from .run import build_method, provenance
+from .provenance import code_version
+from .results import load_row, record_result
+from .run import build_method
 
-__all__ = ["cell_specs", "run_cell", "compare_cell", "run_compare", "write_report"]
+__all__ = ["Comparison", "cell_specs", "run_cell", "compare_cell", "run_compare", "write_report"]
+
+
+@dataclass
+class Comparison:
+    """What :func:`run_compare` gives: every cell's row (in table order) and the report's Markdown."""
+
+    rows: list[dict[str, Any]]
+    markdown: str
+    out: str
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _slug(text: str) -> str:
@@ -48,11 +64,11 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
     return specs
 
 
-def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None) -> dict[str, Any]:
+def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None) -> dict[str, Any]:
     """Train and evaluate one cell into ``cell_dir`` (resuming from its checkpoints); returns its row."""
-    row_path = os.path.join(cell_dir, "row.json")
-    if os.path.exists(row_path):
-        return read_json(row_path)
+    done = load_row(cell_dir)
+    if done is not None:
+        return done
     method_cfg = MethodConfig(**spec["method"])
     data = data if data is not None else DataConfig(**spec["data"]).load()
     train = {**spec["train"], **method_cfg.train}
@@ -60,41 +76,19 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None) -
     if budget_kwargs is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
         row = {"method": spec["label"], "name": method_cfg.name, "budget": int(spec["budget"]), "seed": int(spec["seed"]),
                "skipped": f"{method_cfg.name} cannot run within {spec['budget']}B"}
-        write_json(row_path, row)
+        write_json(os.path.join(cell_dir, "results.json"), row)
         return row
     method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
-    method.fit(data, run_dir=cell_dir, resume=True)
-    ens = method.ensemble_
-    ens.save(os.path.join(cell_dir, "ensemble.safetensors"))
-    test = evaluate(ens, data.test)
-    row = {
-        "method": spec["label"],
-        "name": method_cfg.name,
-        "budget": int(spec["budget"]),
-        "seed": int(spec["seed"]),
-        "members": ens.num_members,
-        "wall_s": round(method.train_seconds_, 3),
-        "test": {k: test[k] for k in ("accuracy", "error", "nll", "brier", "ece")},
-        "test_member_mean": test["member_mean"],
-        "test_diversity": test["diversity"],
-        "size_curve": test["size_curve"],
-        "params": budget_kwargs,
-    }
-    method.report(method_run_dir(cell_dir), data)
-    write_json(row_path, row)
-    shutil.rmtree(os.path.join(cell_dir, "checkpoints"), ignore_errors=True)  # row.json now marks the cell done
+    method.fit(data, run_dir=cell_dir, resume=True, cache_dir=cache_dir)
+    row = record_result(method, data, cell_dir, label=spec["label"], budget=int(spec["budget"]), plots=False, report=True,
+                        extra={"budget_kwargs": budget_kwargs})
+    shutil.rmtree(os.path.join(cell_dir, "checkpoints"), ignore_errors=True)  # results.json now marks the cell done
     return row
 
 
-def method_run_dir(cell_dir: str):  # noqa: ANN201
-    from ..training.checkpoint import RunDir
-
-    return RunDir(cell_dir)
-
-
 def compare_cell(spec: Mapping[str, Any], *, out_dir: str, data: Data | None = None) -> dict[str, Any]:
-    """The unit of work of a comparison: one cell, trained into ``<out_dir>/cells/<key>``."""
-    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data)
+    """The unit of work of a comparison: one cell, trained into ``<out_dir>/cells/<key>`` (sharing ``<out_dir>/cache``)."""
+    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data, cache_dir=os.path.join(out_dir, "cache"))
 
 
 def _row(spec: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
@@ -113,13 +107,14 @@ def run_compare(
     data: Data | None = None,
     on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
-) -> list[dict[str, Any]]:
+) -> Comparison:
     """Run every cell (skipping finished ones), then write ``results.json``, ``results.md`` and plots.
 
     Cells run on ``backend`` (default: one after another in this process).
 
     Returns:
-        The rows; failed cells carry ``failed`` with the error instead of metrics.
+        A :class:`Comparison`: the rows (failed cells carry ``failed`` with the error instead
+        of metrics) and the Markdown report the CLI prints.
     """
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
@@ -129,8 +124,8 @@ def run_compare(
     done = (lambda spec, outcome: on_done(spec, _row(spec, outcome))) if on_done is not None else None
     outcomes = backend.map(compare_cell, specs, context={"out_dir": out_dir, "data": data}, on_done=done)
     rows = [_row(spec, o) for spec, o in zip(specs, outcomes)]
-    write_report(cfg, rows, out_dir)
-    return rows
+    md = write_report(cfg, rows, out_dir)
+    return Comparison(rows, md, out_dir, [r for r in rows if "failed" in r])
 
 
 def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
@@ -143,7 +138,8 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     failed = [r for r in rows if "failed" in r]
     if failed:
         md += "\n## Failed cells\n\n" + "\n".join(f"- {r['method']} {r['budget']}B seed {r['seed']}: {r['failed']}" for r in failed) + "\n"
-    md += f"\n_Produced by ensemblekit {provenance()['ensemblekit']} (commit {provenance()['commit']})._\n"
+    version = code_version()
+    md += f"\n_Produced by ensemblekit {version['ensemblekit']} (commit {version['commit']})._\n"
     atomic_write_text(os.path.join(out_dir, "results.md"), md)
     if ok:
         g = grid(ok, lambda r: 100.0 * (1.0 - r["test"]["accuracy"]))
@@ -160,7 +156,7 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
             if not mine:
                 continue
             top = max(r["budget"] for r in mine)
-            runs = [r["size_curve"] for r in mine if r["budget"] == top]
+            runs = [r["test"]["size_curve"] for r in mine if r["budget"] == top]
             n = min(len(c["members"]) for c in runs)
             if n < 2:
                 continue

@@ -1,38 +1,42 @@
-"""The EdgeNES experiment (METHODS.md §6): search, hypernetwork, pool sampling, retraining of
-every candidate as an independent unit of work, ensemble selection, and the baselines.
+"""``ensemblekit nes``: EdgeNES and its baselines, a preset over the registered search methods.
 
-Every candidate retraining is one call of :func:`train_candidate` run through
-:func:`~ensemblekit.experiments.backends.get_backend` ``.map``, so a distributed backend
-can spread the pool over machines. Costs are wall-clock seconds per stage, split into
-*finding* architectures (DARTS searches, hypernetwork) and *retraining* them.
+For every seed, every method in ``methods`` (``edgenes``, ``darts``, ``random_arch``,
+``darts_ensemble``, ``deepens_darts``, ``nes_rs``, ``nes_deviation``) is built with the
+config's shared settings, fitted into ``<run>/seed<s>/<method>`` and recorded through the
+one results path (:func:`~ensemblekit.experiments.results.record_result`), exactly as a
+``compare`` cell of the same method and seed would be: the same numbers come out of both.
+The methods share ``<run>/cache``, so the DARTS search is run once per seed and an
+architecture two methods both need (alpha* with seed 0, NES-RS's first random draw) is
+trained once. Candidates run on the execution backend (``--backend ray`` spreads a pool
+over a cluster).
+
+The preset adds what only a side-by-side run can show: the area under each method's
+accuracy-vs-time curve on a common horizon, EdgeNES's Spearman correlation of lambda with
+the common-edge count, ``nes.md``, ``nes.json`` and the plots. Background and defaults:
+``docs/methods.md`` (EdgeNES).
 """
 
 from __future__ import annotations
 
 import os
-import random
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 from pydantic import Field, model_validator
 
 from ..config import DataConfig
 from ..data.dataset import Data
-from ..ensemble import Ensemble
-from ..models.registry import model_factory
-from ..nas.genotype import Genotype, common_edges, perturb_genotype, random_genotype
-from ..nas.search import HyperConfig, SearchConfig, darts_search, train_hypernet
-from ..nas.select import ensemble_nll, select_ensemble
-from ..seeding import derive_seed
-from ..serialization import load_tensors, save_tensors, write_json
-from ..training.checkpoint import RunDir
+from ..methods.base import create_method
+from ..nas.pool import curve_auc
+from ..nas.search import HyperConfig, SearchConfig
+from ..serialization import atomic_write_text, write_json
 from ..training.config import StrictModel, TrainConfig
 from .backends import Backend, get_backend
+from .results import record_result
 
-__all__ = ["NesConfig", "train_candidate", "sample_pool", "run_nes", "spearman", "anytime_curve", "curve_auc", "summarize", "BASELINES"]
+__all__ = ["NesConfig", "NES_METHODS", "nes_method", "run_nes", "summarize"]
 
-BASELINES = ("edgenes", "darts", "random", "darts_ensemble", "deepens_darts", "nes_rs", "deviation")
+NES_METHODS = ("edgenes", "darts", "random_arch", "darts_ensemble", "deepens_darts", "nes_rs", "nes_deviation")
 
 
 class NesConfig(StrictModel):
@@ -46,8 +50,8 @@ class NesConfig(StrictModel):
         pool: candidates sampled per pool (default 6). ensemble: n, the ensemble size (default 3).
         lambdas: ``grid`` (evenly spaced on [0, Lambda]) or ``uniform`` (lambda ~ U(0, Lambda)).
         deviation_k: edges of alpha* changed in the random-deviation baseline (default 4).
-        methods: which of EdgeNES and the baselines to run (default all).
-        backend: execution backend of the retrainings (default local). out: run folder root.
+        methods: which of EdgeNES and the baselines to run (default all, registered method names).
+        backend: execution backend of the candidates (default local). out: run folder root.
     """
 
     data: DataConfig = Field(default_factory=lambda: DataConfig(name="mnist1d"))
@@ -61,213 +65,85 @@ class NesConfig(StrictModel):
     ensemble: int = Field(3, ge=1)
     lambdas: str = Field("grid", pattern="^(grid|uniform)$")
     deviation_k: int = Field(4, ge=0)
-    methods: list[str] = Field(default_factory=lambda: list(BASELINES))
+    methods: list[str] = Field(default_factory=lambda: list(NES_METHODS))
     backend: str = "local"
     out: str = "runs"
 
     @model_validator(mode="after")
     def _check(self) -> "NesConfig":
-        bad = [m for m in self.methods if m not in BASELINES]
+        bad = [m for m in self.methods if m not in NES_METHODS]
         if bad:
-            raise ValueError(f"unknown methods {bad}; valid: {', '.join(BASELINES)}")
+            raise ValueError(f"unknown methods {bad}; valid: {', '.join(NES_METHODS)}")
         if self.ensemble > self.pool:
             raise ValueError(f"ensemble ({self.ensemble}) must be <= pool ({self.pool})")
         return self
 
 
-def train_candidate(spec: Mapping[str, Any], *, data: Data, root: str) -> dict[str, Any]:
-    """One unit of work: train the ``darts`` network of ``spec["genotype"]`` from scratch.
-
-    Args:
-        spec: ``{key, genotype (JSON form), seed, channels, layers, train (TrainConfig dict)}``.
-        data: the dataset. root: run folder; this unit writes ``root/<key>/`` (checkpoints,
-            ``probs.safetensors`` with validation and test probabilities) and resumes there.
-
-    Returns:
-        ``{key, val_nll, val_acc, test_acc, seconds}``.
-    """
-    folder = os.path.join(root, str(spec["key"]))
-    factory = model_factory({"name": "darts", "kwargs": {"genotype": spec["genotype"], "channels": spec["channels"], "layers": spec["layers"]}},
-                            input_shape=data.input_shape, num_classes=data.num_classes)
-    from ..training.engine import Trainer
-
-    trainer = Trainer(Ensemble.from_factory(factory, seeds=[int(spec["seed"])]), data, spec["train"], seed=int(spec["seed"]),
-                      run=RunDir(folder), stage="train")
-    ens = trainer.fit()
-    val, test = ens.predict_proba(data.val)[0], ens.predict_proba(data.test)[0]
-    save_tensors(os.path.join(folder, "probs.safetensors"), {"val": val, "test": test})
-    return {"key": spec["key"], "val_nll": ensemble_nll(val[None], data.val.y), "val_acc": float((val.argmax(1) == data.val.y).float().mean()),
-            "test_acc": float((test.argmax(1) == data.test.y).float().mean()), "seconds": trainer.wall_s}
+def nes_method(cfg: NesConfig, name: str, seed: int) -> Any:
+    """The registered method ``name`` with the preset's shared settings (what a compare cell of it would hold)."""
+    params: dict[str, Any] = {"search": cfg.search.model_dump(), "channels": cfg.channels, "layers": cfg.layers}
+    if name in ("edgenes", "nes_rs", "nes_deviation"):
+        params.update(pool=cfg.pool, members=cfg.ensemble)
+    if name in ("darts_ensemble", "deepens_darts"):
+        params["members"] = cfg.ensemble
+    if name == "edgenes":
+        params.update(hyper=cfg.hyper.model_dump(), lambdas=cfg.lambdas)
+    if name == "nes_deviation":
+        params["k"] = cfg.deviation_k
+    return create_method(name, seed=seed, train=cfg.train, **params)
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when one side is constant."""
-    def ranks(v: Sequence[float]) -> np.ndarray:
-        v = np.asarray(v, dtype=float)
-        order = v.argsort(kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for val in np.unique(v):
-            r[v == val] = r[v == val].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def sample_pool(hyper: Any, star: Genotype, n: int, how: str, seed: int, keep: int = 2) -> list[dict[str, Any]]:
-    """``n`` architectures from the hypernetwork at lambdas on a grid over [0, Lambda] or drawn
-    uniformly; each row: ``{lambda, genotype, common}`` (discrete common edges with alpha*)."""
-    lam_max = hyper.lam_max
-    g = torch.Generator().manual_seed(int(seed))
-    lams = np.linspace(0.0, lam_max, n).tolist() if how == "grid" else (torch.rand(n, generator=g) * lam_max).tolist()
-    rows = []
-    for lam in lams:
-        geno = hyper.sample(lam, keep, generator=g)
-        rows.append({"lambda": float(lam), "genotype": geno, "common": common_edges(geno, star)})
-    return rows
-
-
-def _pools(cfg: NesConfig, data: Data, seed: int, run: str) -> tuple[dict[str, list[Genotype]], dict[str, float], dict[str, Any]]:
-    """Architecture pools of every method and the seconds spent finding them."""
-    pools: dict[str, list[Genotype]] = {}
-    find: dict[str, float] = {}
-    star, net = darts_search(data, cfg.search, seed, os.path.join(run, "search"))
-    info: dict[str, Any] = {"alpha_star": star.genotype.to_json(), "alpha_star_text": star.genotype.text()}
-    pools["darts"] = pools["deepens_darts"] = [star.genotype]
-    find["darts"] = find["deepens_darts"] = star.seconds
-    parts: dict[str, list[float]] = {}
-    if "edgenes" in cfg.methods:
-        hyper, h_s, hist = train_hypernet(net, data, star, cfg.search, cfg.hyper, seed, os.path.join(run, "search"))
-        rows = sample_pool(hyper, star.genotype, cfg.pool, cfg.lambdas, derive_seed(seed, "pool"), cfg.search.keep)
-        grid = sample_pool(hyper, star.genotype, 4 * (int(hyper.lam_max) + 1), "grid", derive_seed(seed, "grid"), cfg.search.keep)
-        pools["edgenes"] = [r["genotype"] for r in rows]
-        find["edgenes"] = star.seconds + h_s
-        parts["edgenes"] = [find["edgenes"]] + [0.0] * (cfg.pool - 1)
-        info["pool"] = [{"lambda": r["lambda"], "common": r["common"], "genotype": r["genotype"].text()} for r in rows]
-        info["grid"] = [{"lambda": r["lambda"], "common": r["common"]} for r in grid]
-        info["spearman"] = spearman([r["lambda"] for r in grid], [r["common"] for r in grid])
-        info["hyper_history"] = hist
-    if "darts_ensemble" in cfg.methods:
-        extra = [darts_search(data, cfg.search, derive_seed(seed, "darts", i), os.path.join(run, f"search{i}"))[0] for i in range(1, cfg.ensemble)]
-        pools["darts_ensemble"] = [star.genotype] + [r.genotype for r in extra]
-        find["darts_ensemble"] = star.seconds + sum(r.seconds for r in extra)
-        parts["darts_ensemble"] = [star.seconds] + [r.seconds for r in extra]
-    rng = random.Random(derive_seed(seed, "random"))
-    pools["nes_rs"] = [random_genotype(rng.randrange(2**31), cfg.search.nodes, cfg.search.keep) for _ in range(cfg.pool)]
-    pools["random"] = pools["nes_rs"][:1]
-    find["nes_rs"] = find["random"] = 0.0
-    k = min(cfg.deviation_k, star.genotype.num_kept)
-    pools["deviation"] = [perturb_genotype(star.genotype, k, rng.randrange(2**31)) for _ in range(cfg.pool)]
-    find["deviation"] = star.seconds
-    info["find_parts"] = parts
-    return {m: p for m, p in pools.items() if m in cfg.methods}, find, info
-
-
-def _specs(cfg: NesConfig, pools: Mapping[str, list[Genotype]], seed: int) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """One retraining spec per distinct (genotype, init seed); ``members[method]`` lists its keys."""
-    specs: dict[str, dict[str, Any]] = {}
-    members: dict[str, list[str]] = {}
-    for method, pool in pools.items():
-        copies = cfg.ensemble if method == "deepens_darts" else 1
-        keys = []
-        for geno in pool:
-            for c in range(copies):
-                key = f"cand-{_digest(geno.key())}-{c}"
-                specs.setdefault(key, {"key": key, "genotype": geno.to_json(), "seed": derive_seed(seed, "init", c),
-                                       "channels": cfg.channels, "layers": cfg.layers, "train": cfg.train.model_dump()})
-                keys.append(key)
-        members[method] = keys
-    return list(specs.values()), members
-
-
-def _digest(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-def _evaluate(method: str, keys: list[str], rows: Mapping[str, dict[str, Any]], data: Data, root: str, n: int) -> dict[str, Any]:
-    """Select n members from a method's trained pool on validation NLL, test the ensemble."""
-    val = torch.stack([load_tensors(os.path.join(root, k, "probs.safetensors"))[0]["val"] for k in keys])
-    test = torch.stack([load_tensors(os.path.join(root, k, "probs.safetensors"))[0]["test"] for k in keys])
-    size = 1 if method in ("darts", "random") else min(n, len(keys))
-    chosen = select_ensemble(val, data.val.y, size) if len(keys) > size else list(range(len(keys)))
-    p = test[chosen].mean(0)
-    return {"chosen": [keys[i] for i in chosen], "test_acc": float((p.argmax(1) == data.test.y).float().mean()),
-            "test_nll": ensemble_nll(test[chosen], data.test.y), "retrain_s": float(sum(rows[k]["seconds"] for k in keys))}
+def _result(row: Mapping[str, Any]) -> dict[str, Any]:
+    d = row["details"]
+    return {"chosen": d["chosen"], "test_acc": row["test"]["accuracy"], "test_nll": row["test"]["nll"], "find_s": d["find_s"],
+            "retrain_s": d["retrain_s"], "curve": d["curve"], "train_flops": row["cost"]["train_flops"]}
 
 
 def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None) -> dict[str, Any]:
     """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
 
-    ``backend``: an execution backend for the retrainings (default: ``get_backend(cfg.backend)``).
+    ``backend``: an execution backend for the candidates (default: ``get_backend(cfg.backend)``).
+    Running the same command again reuses every finished method (its ``results.json``).
 
     Returns:
-        ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s}}}``.
-
-    Raises:
-        ConfigError: a candidate whose training failed (unknown methods and n > pool are refused by NesConfig).
+        ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s, auc}}}``.
     """
-    from ..errors import ConfigError
+    from .results import load_row
 
     data = data if data is not None else cfg.data.load()
     backend = backend if backend is not None else get_backend(cfg.backend)
+    cache = os.path.join(run_dir, "cache")
     runs = []
     for seed in cfg.seeds:
-        run = os.path.join(run_dir, f"seed{seed}")
-        pools, find, info = _pools(cfg, data, seed, run)
-        specs, members = _specs(cfg, pools, seed)
-        outcomes = backend.map(train_candidate, specs, context={"data": data, "root": os.path.join(run, "pool")})
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise ConfigError(f"nes: {len(failed)} candidate(s) failed, first: {failed[0].key}: {failed[0].error}")
-        rows = {o.key: o.value for o in outcomes}
-        results = {m: {**_evaluate(m, keys, rows, data, os.path.join(run, "pool"), cfg.ensemble), "find_s": find[m]} for m, keys in members.items()}
-        for m, steps in info["find_parts"].items():
-            results[m]["curve"] = anytime_curve(members[m], steps, rows, data, os.path.join(run, "pool"), cfg.ensemble)
+        results: dict[str, dict[str, Any]] = {}
+        info: dict[str, Any] = {}
+        for name in cfg.methods:
+            folder = os.path.join(run_dir, f"seed{seed}", name)
+            row = load_row(folder)
+            if row is None:
+                method = nes_method(cfg, name, seed).fit(data, run_dir=folder, cache_dir=cache, backend=backend)
+                row = record_result(method, data, folder, plots=False, report=False)
+            results[name] = _result(row)
+            if name == "edgenes":
+                d = row["details"]
+                info.update(alpha_star=d["alpha_star"], alpha_star_text=d["alpha_star_text"], spearman=d["spearman"], grid=d["grid"],
+                            hyper_history=d["hyper_history"],
+                            pool=[{"lambda": p["lambda"], "common": p["common"], "genotype": p["genotype"]} for p in d["pool"]])
         _add_auc(results)
         runs.append({"seed": seed, "results": results, **info})
-        write_json(os.path.join(run, "result.json"), runs[-1])
+        write_json(os.path.join(run_dir, f"seed{seed}", "result.json"), runs[-1])
     summary = summarize(runs)
     write_json(os.path.join(run_dir, "nes.json"), {"runs": runs, "summary": summary})
     from ..report.nes_plots import nes_markdown, write_nes_plots
 
-    with open(os.path.join(run_dir, "nes.md"), "w") as f:
-        f.write(nes_markdown(summary, runs))
+    atomic_write_text(os.path.join(run_dir, "nes.md"), nes_markdown(summary, runs))
     write_nes_plots(runs, summary, run_dir)
     return {"runs": runs, "summary": summary}
 
 
-def anytime_curve(keys: list[str], find_parts: list[float], rows: Mapping[str, dict[str, Any]], data: Data, root: str, n: int) -> list[list[float]]:
-    """Accuracy-vs-time points ``[t_k, acc_k]``: after the k-th architecture has been found
-    (``find_parts[k]`` seconds) and retrained, the test accuracy of the best ensemble of
-    <= n members chosen on validation from the first k candidates."""
-    val = torch.stack([load_tensors(os.path.join(root, k, "probs.safetensors"))[0]["val"] for k in keys])
-    test = torch.stack([load_tensors(os.path.join(root, k, "probs.safetensors"))[0]["test"] for k in keys])
-    t, out = 0.0, []
-    for k in range(len(keys)):
-        t += find_parts[k] + rows[keys[k]]["seconds"]
-        chosen = select_ensemble(val[: k + 1], data.val.y, min(n, k + 1))
-        out.append([t, float((test[chosen].mean(0).argmax(1) == data.test.y).float().mean())])
-    return out
-
-
-def curve_auc(curve: Sequence[Sequence[float]], horizon: float) -> float:
-    """Normalised area under a step accuracy-vs-time curve on ``[0, horizon]``: accuracy 0
-    until the first point, then the last reached accuracy (a higher value is a method that
-    is accurate sooner)."""
-    area, prev_t, prev_acc = 0.0, 0.0, 0.0
-    for t, acc in curve:
-        t = min(t, horizon)
-        area += (t - prev_t) * prev_acc
-        prev_t, prev_acc = t, acc
-    return (area + (horizon - prev_t) * prev_acc) / horizon
-
-
 def _add_auc(results: dict[str, dict[str, Any]]) -> None:
-    curves = {m: r["curve"] for m, r in results.items() if "curve" in r}
+    """Area under each method's accuracy-vs-time curve, on the horizon of the slowest method."""
+    curves = {m: r["curve"] for m, r in results.items() if r.get("curve")}
     if not curves:
         return
     horizon = max(c[-1][0] for c in curves.values())
@@ -276,9 +152,9 @@ def _add_auc(results: dict[str, dict[str, Any]]) -> None:
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per method over seeds: test accuracy mean/std (%), mean find / retrain seconds."""
+    """Per method over seeds: test accuracy mean/std (%), mean find / retrain seconds, AUC."""
     out: dict[str, dict[str, float]] = {}
-    for m in BASELINES:
+    for m in NES_METHODS:
         rs = [r["results"][m] for r in runs if m in r["results"]]
         if not rs:
             continue

@@ -1,11 +1,13 @@
 """``ensemblekit varhyper``: hypernetwork forms vs separate variational and L2 nets per lambda.
 
-Units of work (one per seed and kind: ``hyper_<form>``, ``separate``, ``l2``) are pure
-functions of a JSON-able spec run through an execution backend; each writes its
-checkpoints under ``<run>/<kind>-s<seed>/`` (the same command resumes) and returns test
-accuracy ``(lambda x pruned share)``, KL per lambda and its training seconds.
-``varhyper.json`` / ``varhyper.md`` hold the mean ± std over seeds; plots are written by
-:mod:`ensemblekit.report.varhyper_plots`. METHODS.md §7.
+A preset over the registered methods ``varhyper`` (one per form), ``variational``
+(``separate``) and ``l2_nets`` (``l2``): every unit of work (one kind and seed) builds the
+method with the config's settings (members at the config's lambdas), fits it into
+``<run>/<kind>-s<seed>/`` (the same command resumes) and records it through the one results
+path, whose ``details`` hold test accuracy ``(lambda x pruned share)`` and KL per lambda.
+Units run on an execution backend. ``varhyper.json`` / ``varhyper.md`` hold the mean ± std
+over seeds; plots are written by :mod:`ensemblekit.report.varhyper_plots`. Background:
+``docs/methods.md`` (variational hypernetwork).
 """
 
 from __future__ import annotations
@@ -19,17 +21,16 @@ from pydantic import Field
 
 from ..config import DataConfig, ModelConfig
 from ..data.dataset import Data
-from ..models.registry import model_factory
+from ..methods.base import Method, create_method
 from ..report.tables import markdown_table, mean_std
 from ..serialization import atomic_write_text, write_json
-from ..training.checkpoint import RunDir
 from ..training.config import TrainConfig
-from ..varhyper.family import family_kl, pruning_curve, train_hyper, train_l2, train_separate
-from ..varhyper.settings import FamilySettings
 from ..varhyper.prune import DEFAULT_FRACTIONS
+from ..varhyper.settings import FamilySettings
 from .backends import Backend, get_backend
+from .results import load_row, record_result
 
-__all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit"]
+__all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit", "varhyper_method"]
 
 
 class VarHyperConfig(FamilySettings):
@@ -55,22 +56,29 @@ class VarHyperConfig(FamilySettings):
     out: str = "runs/varhyper"
 
 
-def varhyper_unit(spec: Mapping[str, Any], data: Data) -> dict[str, Any]:
-    """Train one kind for one seed (resuming from ``spec['dir']``) and evaluate it."""
-    cfg = VarHyperConfig(**spec["config"])
-    factory = model_factory(cfg.model.spec(), input_shape=data.input_shape, num_classes=data.num_classes)
-    run, kind, seed = RunDir(spec["dir"]), spec["kind"], int(spec["seed"])
-    hyper = cfg.hyper_kwargs()
+def varhyper_method(cfg: VarHyperConfig, kind: str, seed: int) -> Method:
+    """The registered method behind a kind: ``hyper_<form>`` -> ``varhyper``, ``separate`` ->
+    ``variational``, ``l2`` -> ``l2_nets``, with the config's family settings."""
+    family = {k: getattr(cfg, k) for k in FamilySettings.model_fields}
+    common = {"model": cfg.model.spec(), "seed": seed, "train": cfg.train, "fractions": cfg.fractions}
     if kind.startswith("hyper_"):
-        model, info = train_hyper(factory, data, cfg.train, form=kind[len("hyper_"):], seed=seed, run=run, rank=cfg.rank,
-                                  hidden=cfg.hidden, pivots=cfg.pivots, eval_lambdas=cfg.lambdas, **hyper)
-    elif kind == "separate":
-        model, info = train_separate(factory, data, cfg.train, cfg.lambdas, seed=seed, run=run, **hyper)
-    else:
-        model, info = train_l2(factory, data, cfg.train, cfg.lambdas, seed=seed, run=run)
-    acc = pruning_curve(model.eval(), cfg.lambdas, cfg.fractions, data.test)
-    kl = family_kl(model, cfg.lambdas).tolist() if kind != "l2" else None
-    return {"kind": kind, "seed": seed, "acc": acc.tolist(), "kl": kl, "train_s": info["train_s"]}
+        return create_method("varhyper", form=kind[len("hyper_"):], **common, **family)
+    if kind == "separate":
+        return create_method("variational", **common, **family)
+    return create_method("l2_nets", **common, lambdas=cfg.lambdas)
+
+
+def varhyper_unit(spec: Mapping[str, Any], data: Data) -> dict[str, Any]:
+    """Train one kind for one seed (resuming from ``spec['dir']``), record it; returns the unit's summary row."""
+    cfg = VarHyperConfig(**spec["config"])
+    kind, seed = spec["kind"], int(spec["seed"])
+    row = load_row(spec["dir"])
+    if row is None:
+        method = varhyper_method(cfg, kind, seed).fit(data, run_dir=spec["dir"])
+        row = record_result(method, data, spec["dir"], label=kind, plots=False, report=False)
+    d = row["details"]
+    return {"kind": kind, "seed": seed, "acc": d["accuracy"], "kl": d["kl"], "train_s": row["wall_s"],
+            "train_flops": row["cost"]["train_flops"], "parameters": row["cost"]["parameters"]}
 
 
 def _summary(rows: list[dict[str, Any]], cfg: VarHyperConfig) -> dict[str, Any]:

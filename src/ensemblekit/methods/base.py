@@ -2,8 +2,11 @@
 
 Hyperparameters are stored by ``__init__`` and validated at :meth:`Method.fit`;
 ``fit`` returns ``self``; learned state ends in ``_``: ``ensemble_`` (an
-:class:`~ensemblekit.ensemble.Ensemble`), ``history_`` (per-epoch records) and
-``cost_`` (wall-clock seconds per stage). Predictions keep the member axis ``(M, B, C)``.
+:class:`~ensemblekit.ensemble.Ensemble`), ``history_`` (per-epoch records: dicts with at
+least ``stage``), ``cost_`` (wall-clock seconds per stage, plus ``fit_s``) and ``flops_``
+(measured training FLOPs per stage; ``None`` where a stage's cost was not measured).
+Predictions keep the member axis ``(M, B, C)``. Formulas, defaults and the resolved
+ambiguities of every method: ``docs/methods.md``.
 """
 
 from __future__ import annotations
@@ -162,15 +165,23 @@ class Method:
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, prefix="train", root=TrainConfig)) from None
 
-    def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True, callbacks: Sequence[Callback] = ()) -> "Method":
-        """Train on ``data.train``; returns ``self`` with ``ensemble_``, ``history_``, ``cost_``.
+    def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True, callbacks: Sequence[Callback] = (),
+            cache_dir: str | None = None, backend: Any = None) -> "Method":
+        """Train on ``data.train``; returns ``self`` with ``ensemble_``, ``history_``, ``cost_``, ``flops_``.
 
         Args:
             data: a :class:`~ensemblekit.data.Data` (``load_dataset``, ``from_arrays``...).
             run_dir: folder for checkpoints and ``metrics.jsonl`` (``None``: in memory).
             resume: continue from checkpoints found in ``run_dir``.
             callbacks: extra :class:`~ensemblekit.training.Callback` hooks run in every
-                training stage (e.g. reporting to a hyperparameter search).
+                training stage of the engine (e.g. reporting to a hyperparameter search).
+            cache_dir: a folder for intermediate results that are pure functions of their
+                spec and may be shared with other runs (a DARTS search, trained candidate
+                architectures), each stored under the hash of its spec, data included
+                (default: ``<run_dir>/cache``; in memory without a run directory).
+            backend: where independent units inside the method run (an execution backend
+                with ``map``, e.g. ``get_backend("ray")``, for EdgeNES's candidate pool;
+                default: one after another in this process).
 
         Raises:
             ConfigError: invalid hyperparameters. DataError: data the model cannot take.
@@ -182,8 +193,11 @@ class Method:
         run = RunDir(run_dir) if run_dir is not None else None
         self.history_: list[dict[str, Any]] = []
         self.cost_: dict[str, float] = {}
+        self.flops_: dict[str, float | None] = {}
         self.resume_ = resume
         self.extra_callbacks_ = list(callbacks)
+        self.cache_dir_ = cache_dir if cache_dir is not None else (run.file("cache") if run is not None else None)
+        self.backend_ = backend
         start = time.perf_counter()
         self._fit(data, factory, run)
         self.cost_["fit_s"] = time.perf_counter() - start
@@ -193,6 +207,18 @@ class Method:
     def train_seconds_(self) -> float:
         """Seconds spent in training stages (summed across resumes)."""
         return float(sum(v for k, v in self.cost_.items() if k != "fit_s"))
+
+    @property
+    def train_flops_(self) -> float | None:
+        """Training FLOPs of every stage together (``None`` when a stage was not measured)."""
+        values = list(self.flops_.values())
+        return None if not values or any(v is None for v in values) else float(sum(values))
+
+    def details(self, data: Data) -> dict[str, Any]:
+        """Method-specific JSON results for the run's row (``results.json`` ``details``):
+        e.g. EdgeNES's pool and Spearman correlation, the variational family's accuracy vs
+        pruned share. Called after :meth:`fit`; default: nothing."""
+        return {}
 
     def lr_policy(self, steps_per_epoch: int) -> tuple[Any, list[int]]:
         """The learning-rate policy over the whole run and the iterations where members are
@@ -218,18 +244,38 @@ class Method:
         if not hasattr(self, "ensemble_"):
             raise ConfigError(f"{self.name} is not fitted yet; call fit(data) first")
 
-    def _train_stage(self, ensemble: Ensemble, data: Data, run: RunDir | None, stage: str, **trainer_kwargs: Any) -> Ensemble:
-        """Run one engine stage, recording its history and cost."""
+    def _train_stage(self, model: Any, data: Data, run: RunDir | None, stage: str, *, seed: int | None = None,
+                     tag: dict[str, Any] | None = None, **trainer_kwargs: Any) -> Any:
+        """Run one engine stage (with the user's callbacks), recording its history and cost.
+
+        ``model`` is any trainable model (an Ensemble, a curve, a hypernetwork); ``seed``
+        defaults to the method's seed; ``tag`` is added to each of the stage's history records."""
         from ..training.engine import Trainer
 
         config = trainer_kwargs.pop("config", self.train_config_)
         trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", ()), *getattr(self, "extra_callbacks_", [])]
-        trainer = Trainer(ensemble, data, config, seed=self.seed, run=run, stage=stage, resume=self.resume_, **trainer_kwargs)
+        trainer = Trainer(model, data, config, seed=self.seed if seed is None else seed, run=run, stage=stage, resume=self.resume_, **trainer_kwargs)
         trained = trainer.fit()
-        self.history_.extend(trainer.history)
-        self.cost_[stage] = trainer.wall_s
+        self._record_stage(stage, trainer.cost(), [{**h, **(tag or {})} for h in trainer.history])
         self.last_trainer_ = trainer
         return trained
+
+    def _measured(self, stage: str, fn: Callable[[], Any]) -> Any:
+        """Run a pass that is not an optimisation step (BatchNorm recomputation, training
+        margins), adding its seconds and measured FLOPs to ``stage`` in ``cost_``/``flops_``."""
+        from ..training.flops import count_flops
+
+        start = time.perf_counter()
+        out, flops = count_flops(fn)
+        self.cost_[stage] = self.cost_.get(stage, 0.0) + time.perf_counter() - start
+        self.flops_[stage] = (self.flops_.get(stage) or 0.0) + flops
+        return out
+
+    def _record_stage(self, stage: str, cost: dict[str, Any], history: Sequence[dict[str, Any]] = ()) -> None:
+        """Record a finished stage: its seconds in ``cost_``, FLOPs in ``flops_``, records in ``history_``."""
+        self.cost_[stage] = float(cost.get("seconds") or 0.0)
+        self.flops_[stage] = cost.get("flops")
+        self.history_.extend({"stage": stage, **h} for h in history)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

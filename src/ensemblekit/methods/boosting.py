@@ -9,7 +9,6 @@ probabilities. Paper: seed 000 (and the author's thesis and code for the repaire
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, Callable, Union
 
@@ -97,9 +96,7 @@ class Boosting(Method):
             member = Ensemble.from_factory(factory, seeds=[seed])
             check_discount(g, frozen_weight(member.member(0)), where=f"boosting member {t}")
             member = self._train_member(member, data, run, t, g)
-            start = time.perf_counter()
-            m = member_margins(member, data.train)[0]
-            self.cost_["margins"] = self.cost_.get("margins", 0.0) + time.perf_counter() - start
+            m = self._measured("margins", lambda: member_margins(member, data.train)[0])
             history.append(m)
             members.append(member)
             self.rounds_.append({"member": t, "mean_discount": float(g.mean()), "discount_std": float(g.std()) if n > 1 else 0.0,
@@ -117,17 +114,8 @@ class Boosting(Method):
 
     def _train_member(self, member: Ensemble, data: Data, run: RunDir | None, t: int, g: torch.Tensor) -> Ensemble:
         """One engine stage per member (own checkpoints, so resume works between and within members)."""
-        from ..training.engine import Trainer
-
-        stage = f"member{t}"
-        callbacks = list(getattr(self, "extra_callbacks_", []))
-        trainer = Trainer(member, data, self.train_config_, seed=derive_seed(self.seed, "boosting", t), run=run, stage=stage,
-                          resume=self.resume_, loss_fn=discounted_loss_fn(g), callbacks=callbacks)
-        trained = trainer.fit()
-        self.history_.extend({**rec, "member": t} for rec in trainer.history)
-        self.cost_[stage] = trainer.wall_s
-        self.last_trainer_ = trainer
-        return trained
+        return self._train_stage(member, data, run, f"member{t}", seed=derive_seed(self.seed, "boosting", t),
+                                 tag={"member": t}, loss_fn=discounted_loss_fn(g))
 
     def report(self, run: RunDir, data: Data) -> None:
         """Margin histograms per round, mean discount per round, test error vs number of members."""

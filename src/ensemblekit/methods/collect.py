@@ -76,7 +76,7 @@ class Averager(Callback):
     def on_step_end(self, trainer: Any, step: int, batch: Any) -> None:
         if not self.when(step):
             return
-        current = {f"g{gi}.param.{k}": v.detach() for gi, g in enumerate(trainer.ensemble.groups) for k, v in g.params.items()}
+        current = {k: v.detach() for k, v in trainer.ensemble.state_tensors(buffers=False).items()}
         if self.average is None:
             self.average = {k: v.clone() for k, v in current.items()}
         else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Mapping
 
 from pydantic import Field
@@ -128,13 +127,11 @@ class CurveEnsemble(Method):
         curve = self._curve(data, factory, run, wd).to(resolve_device(cfg.device))
         # the curve has no per-epoch validation: BatchNorm statistics are only right after a pass at fixed t
         self.curve_ = self._train_stage(curve, dataclasses.replace(data, val=None), run, "curve", config=cfg,
-                                        loss_fn=curve.regularized(cross_entropy_per_member))
-        start = time.perf_counter()
-        self.ensemble_ = curve_ensemble(self.curve_, self.params_.members, data.train)
-        self.cost_["points_bn"] = time.perf_counter() - start
+                                        loss_for=lambda c: c.regularized(cross_entropy_per_member))
+        self.ensemble_ = self._measured("points_bn", lambda: curve_ensemble(self.curve_, self.params_.members, data.train))
 
     def report(self, run: RunDir, data: Data) -> None:
         """Evaluate the curve and the straight line on the t grid; write ``curve.json`` and the plots."""
-        from ..experiments.curve import write_curve_report
+        from ..report.curve_report import write_curve_report
 
         write_curve_report({self.curve_.curve_name: self.curve_}, data, run.file("curve"), grid=self.params_.grid)

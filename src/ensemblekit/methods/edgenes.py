@@ -1,114 +1,109 @@
-"""EdgeNES: differentiable ensemble search with diversity control (METHODS.md §6, seed 001)."""
+"""EdgeNES: differentiable ensemble search with diversity control.
+
+One first-order DARTS search gives the cell alpha*; a hypernetwork maps lambda (the number
+of kept edges an architecture shares with alpha*, in [0, Lambda]) to architecture logits;
+architectures sampled across lambda form the pool, each is trained from scratch and the
+ensemble is chosen from the pool on validation NLL.
+
+Paper: Babkin & Bakhteev, "Differentiable search of neural-network ensembles with
+diversity control" (MIPT, 2024), on DARTS (Liu, Simonyan & Yang, ICLR 2019) and NES
+(Zaidi et al., NeurIPS 2021). Formulas, defaults, resolved ambiguities: ``docs/methods.md``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from ..data.dataset import Data
-from ..ensemble import Ensemble
 from ..errors import ConfigError
-from ..models.registry import ModelFactory, model_factory
-from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
-from .base import Method, register_method
+from ..nas.pool import sample_pool, spearman
+from ..nas.search import HyperConfig
+from ..seeding import derive_seed
+from ..training.config import TrainConfig
+from .base import format_validation_error, register_method
+from .nas import NasMethod, PoolParams
 
-__all__ = ["EdgeNES"]
+__all__ = ["EdgeNES", "EdgeNESParams"]
+
+
+class EdgeNESParams(PoolParams):
+    hyper: dict[str, Any] = Field(default_factory=dict)
+    lambdas: str = Field("grid", pattern="^(grid|uniform)$")
 
 
 @register_method("edgenes")
-class EdgeNES(Method):
-    """One first-order DARTS search gives alpha*; a hypernetwork maps lambda (the number of
-    kept edges shared with alpha*) to architecture logits; architectures sampled at a lambda
-    grid are trained from scratch and an ensemble of ``members`` is chosen from that pool
-    on validation NLL (best of all combinations when few, else NES ForwardSelect).
+class EdgeNES(NasMethod):
+    """A pool of ``pool`` architectures sampled from a hypernetwork over lambda; ``members`` chosen.
 
-    ``model`` is not used (it defaults to ``darts`` and is only checked against the data):
-    EdgeNES searches its own architectures and builds ``darts`` networks (``channels``,
-    ``layers``) from them; any input of shape ``(F,)``, ``(C, L)``
-    or ``(C, H, W)`` works. ``train`` configures each candidate's retraining.
+    Steps: DARTS search (``search``) -> alpha*; the hypernetwork (``hyper``: K = 5 pivot
+    logit sets interpolated over lambda, trained on ``L_val + c (lambda - s)^2`` with s the
+    soft count of edges shared with alpha*); ``pool`` architectures at lambdas on a grid over
+    [0, Lambda] (``lambdas: grid``, default) or drawn uniformly; each trained from scratch;
+    the ensemble of ``members`` chosen on validation NLL.
 
     Args:
         search: :class:`~ensemblekit.nas.search.SearchConfig` fields (supernet, DARTS steps).
-        hyper: :class:`~ensemblekit.nas.search.HyperConfig` fields (pivots K=5, steps, annealing).
+        hyper: :class:`~ensemblekit.nas.search.HyperConfig` fields (pivots, steps, annealing).
         channels: channels of the retrained networks (even, default 8). layers: their cells (default 2).
         pool: architectures sampled and trained (>= 1; default 6).
         members: n, the ensemble size (1 <= n <= pool; default 3).
         lambdas: ``grid`` (evenly spaced on [0, Lambda]) or ``uniform`` draws.
 
-    Attributes (after fit): ``ensemble_`` (members of different architectures), ``genotype_``
-    (alpha*), ``pool_`` (per candidate: lambda, common edges with alpha*, genotype, val NLL),
-    ``chosen_`` (pool indices), ``cost_`` with ``search``, ``hypernet``, ``cand<i>`` and
-    ``selection`` seconds.
+    Attributes (after fit): those of :class:`~ensemblekit.methods.nas.NasMethod`, and
+    ``genotype_`` (alpha*), ``spearman_`` (lambda vs discrete common edges over a grid of
+    4 (Lambda + 1) lambdas: the diversity control).
 
     Example:
         >>> m = ek.create_method("edgenes", search={"steps": 300}, hyper={"steps": 300}, pool=6, members=3, epochs=10)
         >>> m.fit(ek.load_dataset("mnist1d")).genotype_.text()
     """
 
-    class Params(StrictModel):
-        search: dict[str, Any] = Field(default_factory=dict)
-        hyper: dict[str, Any] = Field(default_factory=dict)
-        channels: int = Field(8, ge=2)
-        layers: int = Field(2, ge=1)
-        pool: int = Field(6, ge=1)
-        members: int = Field(3, ge=1)
-        lambdas: str = Field("grid", pattern="^(grid|uniform)$")
-
-    test_params = {"search": {"steps": 2, "channels": 2, "nodes": 2, "batch_size": 16}, "hyper": {"steps": 2}, "channels": 2, "pool": 2, "members": 2}
-
-    def __init__(self, model: Any = "darts", **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
+    Params = EdgeNESParams
+    test_params = {**NasMethod.test_params, "hyper": {"steps": 2}, "pool": 2, "members": 2}
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """A budget of k single models retrains a pool of k architectures and keeps
         ``min(members, k)``. The architecture-finding cost (one DARTS search and the
-        hypernetwork, ``search.steps + hyper.steps`` supernet steps) is *not* in that
-        budget: it is reported separately in ``cost_``. None for k < 1."""
-        if budget < 1:
-            return None
-        members = int((params or {}).get("members", 3))
-        return {"pool": budget, "members": min(members, budget)}
+        hypernetwork) is not in that budget: the row reports it (``details.find_s``)."""
+        return _pool_budget(budget, params)
 
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        import time
+    def validate(self) -> None:
+        super().validate()
+        if self.params_.members > self.params_.pool:
+            raise ConfigError(f"{self.name}: members ({self.params_.members}) must be <= pool ({self.params_.pool})")
 
-        from ..experiments.nes import sample_pool
-        from ..nas.search import HyperConfig, SearchConfig, darts_search, train_hypernet
-        from ..nas.select import ensemble_nll, select_ensemble
-        from ..methods.base import format_validation_error
-        from pydantic import ValidationError
-
-        p = self.params_
-        if p.members > p.pool:
-            raise ConfigError(f"edgenes: members ({p.members}) must be <= pool ({p.pool})")
-        if data.val is None:
-            raise ConfigError("edgenes: needs a validation split (ensemble selection is on validation NLL)")
+    def hyper_config(self) -> HyperConfig:
         try:
-            search, hyper_cfg = SearchConfig(**p.search), HyperConfig(**p.hyper)
+            return HyperConfig(**self.params_.hyper)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, prefix="edgenes")) from None
-        folder = run.file("nas") if run is not None else None
-        star, net = darts_search(data, search, self.seed, folder)
-        hyper, hyper_s, hist = train_hypernet(net, data, star, search, hyper_cfg, self.seed, folder)
-        self.cost_["search"], self.cost_["hypernet"] = star.seconds, hyper_s
+            raise ConfigError(format_validation_error(exc, prefix=f"{self.name}.hyper", root=HyperConfig)) from None
+
+    def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
+        p, search = self.params_, self.search_config()
+        hyper_cfg = self.hyper_config()
+        star, net = self._search(data, cache, self.seed)
+        result = self._hypernet(net, data, star, hyper_cfg, cache)
         self.genotype_ = star.genotype
-        self.history_.extend({"stage": "hypernet", **h} for h in hist)
-        rows = sample_pool(hyper, star.genotype, p.pool, p.lambdas, self.seed + 101, search.keep)
-        members, val = [], []
-        for i, row in enumerate(rows):
-            spec = {"name": "darts", "kwargs": {"genotype": row["genotype"].to_json(), "channels": p.channels, "layers": p.layers}}
-            f = model_factory(spec, input_shape=data.input_shape, num_classes=data.num_classes)
-            ens = self._train_stage(Ensemble.from_factory(f, seeds=self.member_seeds(1, f"cand{i}")), data, run, f"cand{i}")
-            members.append(ens)
-            val.append(ens.predict_proba(data.val)[0])
-        t0 = time.perf_counter()
-        probs = torch.stack(val)
-        self.chosen_ = select_ensemble(probs, data.val.y, p.members)
-        self.cost_["selection"] = time.perf_counter() - t0
-        self.pool_ = [{"lambda": r["lambda"], "common": r["common"], "genotype": r["genotype"].to_json(),
-                       "val_nll": ensemble_nll(v[None], data.val.y)} for r, v in zip(rows, val)]
-        self.ensemble_ = Ensemble.cat([members[i] for i in self.chosen_])
+        rows = sample_pool(result.hyper, star.genotype, p.pool, p.lambdas, derive_seed(self.seed, "pool"), search.keep)
+        grid = sample_pool(result.hyper, star.genotype, 4 * (int(result.hyper.lam_max) + 1), "grid", derive_seed(self.seed, "grid"), search.keep)
+        self.grid_ = [{"lambda": r["lambda"], "common": r["common"]} for r in grid]
+        self.spearman_ = spearman([r["lambda"] for r in grid], [r["common"] for r in grid])
+        found = star.seconds + result.seconds
+        cands = [self.candidate(r["genotype"], 0, **{"lambda": r["lambda"], "common": r["common"]}) for r in rows]
+        return cands, [found] + [0.0] * (len(cands) - 1)
+
+    def details(self, data: Data) -> dict[str, Any]:
+        return {**super().details(data), "alpha_star": self.genotype_.to_json(), "alpha_star_text": self.genotype_.text(),
+                "grid": self.grid_, "spearman": self.spearman_,
+                "hyper_history": [h for h in self.history_ if h.get("stage") == "hypernet"]}
+
+
+def _pool_budget(budget: int, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """k single-model budgets retrain a pool of k architectures and keep ``min(members, k)``."""
+    if budget < 1:
+        return None
+    members = int((params or {}).get("members", 3))
+    return {"pool": budget, "members": min(members, budget)}

@@ -1,4 +1,14 @@
-"""Variational hypernetwork ensembles (METHODS.md §7): one run, a family of models over lambda."""
+"""Variational hypernetwork ensembles: one run, a family of models over the complexity lambda.
+
+This module holds the family's shared surface (:class:`FamilyMethod`: members at chosen
+lambdas, optional pruning, the accuracy-vs-pruned-share table in ``details``) and the
+hypernetwork itself; the per-lambda baselines (separately trained variational nets, L2
+nets) are in :mod:`ensemblekit.methods.variational`.
+
+Paper: Grebenkova, Bakhteev & Strijov, "Variational optimization of a deep learning model
+with complexity control" (MIPT, 2020); Graves, "Practical variational inference for neural
+networks" (NeurIPS 2011); Ha, Dai & Le, "HyperNetworks" (2016). ``docs/methods.md``.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +18,88 @@ import numpy as np
 from pydantic import Field
 
 from ..data.dataset import Data
+from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
 from ..training.config import TrainConfig
 from ..varhyper.family import family_kl, pruning_curve, train_hyper
+from ..varhyper.prune import DEFAULT_FRACTIONS, as_table
 from ..varhyper.settings import FamilySettings
 from .base import Method, register_method
 
-__all__ = ["VarHyper", "VarHyperParams"]
+__all__ = ["FamilyMethod", "FamilyParams", "VarHyper", "VarHyperParams"]
 
 
-class VarHyperParams(FamilySettings):
-    form: Literal["linear", "lowrank", "piecewise"] = "linear"
+class FamilyParams(FamilySettings):
+    """A family's settings plus the share of each layer pruned from the members and the
+    pruned shares at which ``details`` tabulates test accuracy."""
+
     prune: float = Field(0.0, ge=0, lt=1)
+    fractions: list[float] = Field(default_factory=lambda: list(DEFAULT_FRACTIONS), min_length=1)
+
+
+class FamilyMethod(Method):
+    """Members taken out of a family of models indexed by lambda (one member per lambda).
+
+    Subclasses train ``family_`` (a :class:`~ensemblekit.varhyper.HyperModel`, whose members
+    are its mean networks, or an Ensemble of one network per lambda) in ``_train_family``.
+    Budget: ``at_budget(B)`` uses B lambdas spread log-uniformly over ``log10_range`` (and
+    ``samples = B`` for the hypernetwork: each step runs B networks).
+    """
+
+    Params = FamilyParams
+    test_params = {"lambdas": [0.01, 1.0]}
+
+    @classmethod
+    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        lo, hi = (params or {}).get("log10_range", (-3.0, 2.0))
+        lambdas = [float(10**u) for u in (np.linspace(lo, hi, budget) if budget > 1 else [(lo + hi) / 2])]
+        return {"samples": budget, "lambdas": lambdas}
+
+    def _hyper_kwargs(self) -> dict[str, Any]:
+        return {**self.params_.hyper_kwargs(), "eval_lambdas": self.params_.lambdas}
+
+    def _train_family(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
+        family, info = self._train_family(data, factory, run)
+        self._record_stage(info["stage"], info["cost"], info["history"])
+        self.family_ = family.eval()
+        self.ensemble_ = self.members(self.params_.lambdas, self.params_.prune)
+
+    def members(self, lambdas: list[float], prune: float = 0.0) -> Ensemble:
+        """The family's networks at ``lambdas`` (its own lambdas for a per-lambda family),
+        each layer's lowest-scoring share ``prune`` of weights set to zero."""
+        from ..varhyper.bayes import weight_names
+        from ..varhyper.prune import prune_weights, snr_scores
+
+        model = self.family_
+        if not prune:
+            return model.members(lambdas) if not isinstance(model, Ensemble) else model.clone()
+        if isinstance(model, Ensemble):
+            from ..varhyper.family import prune_ensemble
+
+            return prune_ensemble(model, prune)
+        mu, ls = model.posterior(lambdas)
+        return model.members(lambdas, weights=prune_weights(mu, snr_scores(mu, ls), prune, weight_names(model.template)))
+
+    def details(self, data: Data) -> dict[str, Any]:
+        """Test accuracy per lambda at every pruned share in ``fractions``, and KL(q_lambda || p)."""
+        self._check_fitted()
+        lambdas, fractions = self.params_.lambdas, self.params_.fractions
+        acc = pruning_curve(self.family_, lambdas, fractions, data.test)
+        kl = family_kl(self.family_, lambdas).tolist() if not isinstance(self.family_, Ensemble) else None
+        return {"lambdas": lambdas, "fractions": fractions, "accuracy": acc.tolist(), "kl": kl,
+                "pruning": as_table(acc, lambdas, fractions)}
+
+
+class VarHyperParams(FamilyParams):
+    form: Literal["linear", "lowrank", "piecewise"] = "linear"
 
 
 @register_method("varhyper")
-class VarHyper(Method):
+class VarHyper(FamilyMethod):
     """An ensemble of networks G(lambda_1..lambda_M) taken out of one variational hypernetwork.
 
     The hypernetwork (``form``: linear | lowrank | piecewise) maps the encoded complexity
@@ -34,7 +109,7 @@ class VarHyper(Method):
     ``mean_{k=1..samples} [CE(f(x; w ~ q_{lambda_k})) + lambda_k KL(q_{lambda_k} || N(0, prior_std^2)) / N_train]``,
     ``lambda_k = 10^u``, ``u ~ U(log10_range)``. The members are the mean networks at
     ``lambdas``, optionally pruned (``prune``: share of each layer's weights with the
-    lowest ``mu^2 / sigma^2`` set to zero). ``report`` writes accuracy and KL per lambda
+    lowest ``mu^2 / sigma^2`` set to zero). ``details`` gives accuracy and KL per lambda
     and the accuracy-vs-pruned-share table of the family.
 
     Budget: each step runs ``samples`` networks forward and backward, so E epochs cost
@@ -51,56 +126,19 @@ class VarHyper(Method):
         weighting: ``none`` (default, the objective above) or ``balanced`` (each lambda's
             term divided by ``1 + lambda``, so that the largest lambdas do not dictate the
             shared parameters of the linear and low-rank forms).
+        fractions: the pruned shares of the ``details`` table (default 0, 0.1, ..., 0.9).
 
     Example:
         >>> vh = ek.create_method("varhyper", model={"name": "mlp", "kwargs": {"hidden": [100]}},
         ...                       form="linear", epochs=100).fit(ek.load_dataset("digits"))
         >>> vh.ensemble_.predict_proba(data.test.x).shape   # (6, N, 10)
-
-    Paper: Grebenkova, Bakhteev, Strijov, "Variational optimization of a deep learning
-    model with complexity control" (MIPT 2020; seed 002); Graves 2011; Ha et al. 2016.
     """
 
     Params = VarHyperParams
-    test_params = {"lambdas": [0.01, 1.0]}
 
-    @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        lo, hi = (params or {}).get("log10_range", (-3.0, 2.0))
-        lambdas = [float(10**u) for u in (np.linspace(lo, hi, budget) if budget > 1 else [(lo + hi) / 2])]
-        return {"samples": budget, "lambdas": lambdas}
-
-    def _hyper_kwargs(self) -> dict[str, Any]:
+    def _train_family(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Any, dict[str, Any]]:
         p = self.params_
-        return {**p.hyper_kwargs(), "eval_lambdas": p.lambdas}
-
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        p = self.params_
-        train = self.train_config_
-        model, info = train_hyper(factory, data, train, form=p.form, seed=self.seed, run=run, resume=self.resume_,
-                                  rank=p.rank, hidden=p.hidden, pivots=p.pivots, **self._hyper_kwargs())
-        self.hyper_ = model.eval()
-        self.history_.extend(info["history"])
-        self.cost_[f"hyper_{p.form}"] = info["train_s"]
-        if p.prune > 0:
-            from ..varhyper.bayes import weight_names
-            from ..varhyper.prune import prune_weights, snr_scores
-
-            mu, ls = model.posterior(p.lambdas)
-            weights = prune_weights(mu, snr_scores(mu, ls), p.prune, weight_names(model.template))
-            self.ensemble_ = model.members(p.lambdas, weights=weights)
-        else:
-            self.ensemble_ = model.members(p.lambdas)
-
-    def report(self, run: RunDir, data: Data) -> None:
-        """``varhyper_family.json``: test accuracy and KL per lambda, accuracy vs pruned share."""
-        from ..serialization import write_json
-        from ..varhyper.prune import DEFAULT_FRACTIONS, as_table
-
-        self._check_fitted()
-        lambdas = self.params_.lambdas
-        acc = pruning_curve(self.hyper_, lambdas, DEFAULT_FRACTIONS, data.test)
-        write_json(run.file("varhyper_family.json"), {
-            "lambdas": lambdas, "kl": family_kl(self.hyper_, lambdas).tolist(),
-            "pruning": as_table(acc, lambdas, DEFAULT_FRACTIONS),
-        })
+        model, info = train_hyper(factory, data, self.train_config_, form=p.form, seed=self.seed, run=run, resume=self.resume_,
+                                  rank=p.rank, hidden=p.hidden, pivots=p.pivots, callbacks=self.extra_callbacks_, **self._hyper_kwargs())
+        self.hyper_ = model
+        return model, info

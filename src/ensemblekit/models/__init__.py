@@ -6,7 +6,9 @@ from . import resnet  # noqa: F401  (registers resnet)
 from . import vgg  # noqa: F401  (registers vgg)
 from . import wrn  # noqa: F401  (registers wrn)
 from ..nas import network as _darts  # noqa: F401  (registers darts)
+from . import dropconnect, frozen_head  # noqa: F401  (register the dropconnect and frozen_head wrappers)
 from .base import Classifier
-from .registry import MODELS, ModelFactory, create_model, list_models, model_factory, register_model
+from .registry import MODELS, WRAPPERS, ModelFactory, create_model, list_models, list_wrappers, model_factory, register_model, register_wrapper
 
-__all__ = ["Classifier", "MODELS", "ModelFactory", "create_model", "list_models", "model_factory", "register_model"]
+__all__ = ["Classifier", "MODELS", "WRAPPERS", "ModelFactory", "create_model", "list_models", "list_wrappers", "model_factory",
+           "register_model", "register_wrapper"]

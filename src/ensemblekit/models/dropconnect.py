@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .registry import register_wrapper
 
 __all__ = ["DropConnect", "apply_dropconnect"]
 
@@ -72,6 +73,7 @@ class DropConnect(nn.Module):
         return f"p={self.p}"
 
 
+@register_wrapper("dropconnect", check=lambda p: _check_p(p or 0.0), order=20)
 def apply_dropconnect(model: nn.Module, p: float,
                       types: Sequence[type[nn.Module]] | type[nn.Module] = (nn.Linear, nn.Conv1d, nn.Conv2d)) -> nn.Module:
     """Wrap every submodule of ``model`` that is an instance of ``types`` in :class:`DropConnect`, in place.

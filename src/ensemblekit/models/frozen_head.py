@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import Classifier
+from .registry import register_wrapper
 
 __all__ = ["frozen_head", "apply_frozen_head", "frozen_weight", "margin_bound", "check_discount"]
 
@@ -51,6 +52,15 @@ def frozen_head(feature_dim: int, num_classes: int, head_scale: float = 1.0) -> 
     return nn.Sequential(nn.BatchNorm1d(int(feature_dim), affine=False), linear)
 
 
+def _check_scale(value: object) -> float:
+    """``frozen_head: s`` in a model spec: a number >= 0 (0 keeps the model's own head)."""
+    value = 0.0 if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"frozen_head must be a head scale >= 0 (0: keep the trainable head), got {value!r}")
+    return float(value)
+
+
+@register_wrapper("frozen_head", check=_check_scale, order=10)
 def apply_frozen_head(model: nn.Module, head_scale: float = 1.0) -> nn.Module:
     """Replace the head of a registered model (a :class:`Classifier`) by :func:`frozen_head`, in place.
 

@@ -2,13 +2,16 @@
 
 A *model spec* is a JSON-able dict that rebuilds an architecture without unpickling:
 ``{"name": "cnn1d", "kwargs": {...}}`` for a registered model or
-``{"factory": "package.module:function", "kwargs": {...}}`` for a user's function.
+``{"factory": "package.module:function", "kwargs": {...}}`` for a user's function, plus
+any registered *wrappers* (``{"name": "cnn1d", "frozen_head": 3.0, "dropconnect": 0.1}``):
+transformations applied to every member after it is built (:func:`register_wrapper`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import nn
@@ -24,12 +27,74 @@ __all__ = [
     "ModelFactory",
     "model_factory",
     "import_factory",
+    "WRAPPERS",
+    "ModelWrapper",
+    "register_wrapper",
+    "list_wrappers",
 ]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 # Arguments a builder may declare to receive the data's shape; filled in from the data.
 _DATA_ARGS = ("input_shape", "num_classes")
+
+
+@dataclass(frozen=True)
+class ModelWrapper:
+    """A registered transformation of every member: ``apply(module, value) -> module``.
+
+    Attributes:
+        name: the model-spec key (``frozen_head``, ``dropconnect``).
+        apply: builds the wrapped module from a freshly built one and the key's value.
+        check: validates and normalises the value (raises ConfigError naming the range);
+            a false value (0, None) leaves the model unwrapped.
+        order: wrappers apply in ascending order (the last one is outermost).
+    """
+
+    name: str
+    apply: Callable[[nn.Module, Any], nn.Module]
+    check: Callable[[Any], Any]
+    order: int
+
+
+WRAPPERS: Registry[ModelWrapper] = Registry("model wrapper")
+_SPEC_KEYS = ("name", "factory", "kwargs")
+
+
+def register_wrapper(name: str, *, check: Callable[[Any], Any], order: int) -> Callable[[Callable[[nn.Module, Any], nn.Module]], Callable[[nn.Module, Any], nn.Module]]:
+    """Decorator registering ``apply(module, value) -> module`` as the model-spec key ``name``.
+
+    Example:
+        >>> @register_wrapper("dropconnect", check=check_p, order=20)
+        ... def apply_dropconnect(model, p): ...
+    """
+
+    def decorator(fn: Callable[[nn.Module, Any], nn.Module]) -> Callable[[nn.Module, Any], nn.Module]:
+        WRAPPERS.register(name)(ModelWrapper(name, fn, check, order))
+        return fn
+
+    return decorator
+
+
+def list_wrappers() -> list[str]:
+    return WRAPPERS.names()
+
+
+def resolve_wrappers(options: Mapping[str, Any]) -> list[tuple[ModelWrapper, Any]]:
+    """The active wrappers of a spec's extra keys, validated, in the order they apply.
+
+    Raises:
+        ConfigError: an unknown key (the valid ones listed) or a bad value.
+    """
+    out = []
+    for key, value in options.items():
+        if key not in WRAPPERS:
+            raise ConfigError(f"unknown model key {key!r}; valid: {', '.join([*_SPEC_KEYS, *WRAPPERS.names()])}")
+        wrapper = WRAPPERS.get(key)
+        value = wrapper.check(value)
+        if value:
+            out.append((wrapper, value))
+    return sorted(out, key=lambda wv: wv[0].order)
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -158,41 +223,42 @@ def model_factory(
     if isinstance(model, str):
         model = {"name": model}
     if isinstance(model, Mapping):
-        unknown = set(model) - {"name", "factory", "kwargs", "dropconnect", "frozen_head"}
-        if unknown or ("name" in model) == ("factory" in model):
+        if ("name" in model) == ("factory" in model):
             raise ConfigError(
                 "model must be a registered name, {name: ..., kwargs: {...}} or "
                 f"{{factory: 'pkg.mod:fn', kwargs: {{...}}}}, got {dict(model)!r}"
             )
-        kwargs = dict(model.get("kwargs") or {})
-        dropconnect = float(model.get("dropconnect") or 0.0)
-        if dropconnect:
-            inner = model_factory({k: v for k, v in model.items() if k != "dropconnect"}, input_shape=input_shape, num_classes=num_classes)
-            from .dropconnect import apply_dropconnect
-
-            apply_dropconnect(inner(), dropconnect)  # validate p now, not at the first member
-            spec = dict(inner.spec, dropconnect=dropconnect) if inner.spec is not None else None
-            return ModelFactory(lambda: apply_dropconnect(inner(), dropconnect), spec, f"{inner.label}+dropconnect")
-        head_scale = float(model.get("frozen_head") or 0.0)
-        if head_scale:
-            inner = model_factory({k: v for k, v in model.items() if k != "frozen_head"}, input_shape=input_shape, num_classes=num_classes)
-            from .frozen_head import apply_frozen_head
-
-            apply_frozen_head(inner(), head_scale)  # validate now, not at the first member
-            spec = dict(inner.spec, frozen_head=head_scale) if inner.spec is not None else None
-            return ModelFactory(lambda: apply_frozen_head(inner(), head_scale), spec, f"{inner.label}+frozen_head")
-        if "name" in model:
-            name = str(model["name"]).lower()
-            builder = MODELS.get(name)
-            kwargs = _with_data_args(builder, kwargs, data_args)
-            _check_kwargs(builder, kwargs, f"model {name!r}")
-            return ModelFactory(lambda: builder(**kwargs), _json_spec({"name": name, "kwargs": kwargs}), name)
-        path = str(model["factory"])
-        fn = import_factory(path)
-        kwargs = _with_data_args(fn, kwargs, data_args)
-        _check_kwargs(fn, kwargs, f"model factory {path!r}")
-        return ModelFactory(lambda: fn(**kwargs), _json_spec({"factory": path, "kwargs": kwargs}), path)
+        wrappers = resolve_wrappers({k: v for k, v in model.items() if k not in _SPEC_KEYS})
+        base = _base_factory(model, data_args)
+        if not wrappers:
+            return base
+        _wrap(base(), wrappers)  # a bad value or an unsupported model fails now, not at the first member
+        spec = dict(base.spec, **{w.name: v for w, v in wrappers}) if base.spec is not None else None
+        label = "+".join([base.label, *(w.name for w, _ in wrappers)])
+        return ModelFactory(lambda: _wrap(base(), wrappers), spec, label)
     if callable(model):
         label = getattr(model, "__qualname__", type(model).__name__)
         return ModelFactory(model, None, label)
     raise ConfigError(f"model must be a name, a dict or a callable returning nn.Module, got {type(model).__name__}")
+
+
+def _wrap(module: nn.Module, wrappers: list[tuple[ModelWrapper, Any]]) -> nn.Module:
+    for wrapper, value in wrappers:
+        module = wrapper.apply(module, value)
+    return module
+
+
+def _base_factory(model: Mapping[str, Any], data_args: Mapping[str, Any]) -> ModelFactory:
+    """The factory of a spec's ``name`` or ``factory`` with its ``kwargs`` (no wrappers)."""
+    kwargs = dict(model.get("kwargs") or {})
+    if "name" in model:
+        name = str(model["name"]).lower()
+        builder = MODELS.get(name)
+        kwargs = _with_data_args(builder, kwargs, data_args)
+        _check_kwargs(builder, kwargs, f"model {name!r}")
+        return ModelFactory(lambda: builder(**kwargs), _json_spec({"name": name, "kwargs": kwargs}), name)
+    path = str(model["factory"])
+    fn = import_factory(path)
+    kwargs = _with_data_args(fn, kwargs, data_args)
+    _check_kwargs(fn, kwargs, f"model factory {path!r}")
+    return ModelFactory(lambda: fn(**kwargs), _json_spec({"factory": path, "kwargs": kwargs}), path)

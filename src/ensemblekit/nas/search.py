@@ -12,6 +12,7 @@ Paper: Liu, Simonyan & Yang, "DARTS", ICLR 2019 (first-order variant); Babkin & 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -26,13 +27,14 @@ from ..data.dataset import Data
 from ..errors import ConfigError, NonFiniteLossError
 from ..serialization import load_tensors, read_json, save_tensors, write_json
 from ..training.config import StrictModel
+from ..training.flops import flop_counter
 from .genotype import Genotype, derive_genotype
 from .hypernet import ArchHypernet
 from .relax import gumbel_softmax, relaxed_topk, segment_softmax, soft_common_edges
 from .supernet import SearchNetwork
 from .genotype import node_slices
 
-__all__ = ["SearchConfig", "HyperConfig", "SearchResult", "darts_search", "train_hypernet", "split_halves", "linear_anneal"]
+__all__ = ["SearchConfig", "HyperConfig", "SearchResult", "HypernetResult", "darts_search", "train_hypernet", "split_halves", "linear_anneal"]
 
 
 class SearchConfig(StrictModel):
@@ -92,13 +94,42 @@ class HyperConfig(StrictModel):
 
 @dataclass
 class SearchResult:
-    """What a search stage gives: logits, the genotype, per-step log, wall-clock seconds."""
+    """What a search stage gives: logits, the genotype, per-step log, wall-clock seconds and
+    the measured FLOPs of all its steps (``None`` when loaded from a file that lacks them)."""
 
     alpha: torch.Tensor
     beta: torch.Tensor
     genotype: Genotype
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    flops: float | None = None
+
+
+@dataclass
+class HypernetResult:
+    """What EdgeNES's hypernetwork stage gives: the trained hypernetwork, its seconds, per-step log and FLOPs."""
+
+    hyper: ArchHypernet
+    seconds: float
+    history: list[dict[str, Any]]
+    flops: float | None = None
+
+
+class _StepFlops:
+    """Counts the FLOPs of a loop's first step (the steps of these loops all cost the same)."""
+
+    def __init__(self) -> None:
+        self.per_step: float | None = None
+
+    def __call__(self, step: int) -> Any:
+        return flop_counter() if step == 0 else contextlib.nullcontext()
+
+    def record(self, counter: Any) -> None:
+        if counter is not None and self.per_step is None:
+            self.per_step = float(counter.get_total_flops())
+
+    def total(self, steps: int) -> float | None:
+        return None if self.per_step is None else self.per_step * steps
 
 
 def linear_anneal(start: float, end: float, step: int, total: int) -> float:
@@ -190,19 +221,23 @@ def darts_search(data: Data, cfg: SearchConfig, seed: int, run_dir: str | None =
     arch_opt = torch.optim.Adam([alpha, beta], lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     w_opt, set_lr = _weight_optimizer(net, cfg, cfg.steps)
     history = []
+    counted = _StepFlops()
     net.train()
     for step in range(cfg.steps):
-        x, y = ba()
-        arch_opt.zero_grad(set_to_none=True)
-        arch_loss = F.cross_entropy(net(x, (torch.softmax(alpha, -1), segment_softmax(beta, cfg.nodes))), y)
-        _check_finite(arch_loss, "darts search", step)
-        arch_loss.backward()
-        arch_opt.step()
-        set_lr(step)
-        weights = (torch.softmax(alpha, -1).detach(), segment_softmax(beta, cfg.nodes).detach())
-        w_loss = _weight_step(net, w_opt, bw(), weights, cfg.grad_clip, "darts search", step)
+        with counted(step) as counter:
+            x, y = ba()
+            arch_opt.zero_grad(set_to_none=True)
+            arch_loss = F.cross_entropy(net(x, (torch.softmax(alpha, -1), segment_softmax(beta, cfg.nodes))), y)
+            _check_finite(arch_loss, "darts search", step)
+            arch_loss.backward()
+            arch_opt.step()
+            set_lr(step)
+            weights = (torch.softmax(alpha, -1).detach(), segment_softmax(beta, cfg.nodes).detach())
+            w_loss = _weight_step(net, w_opt, bw(), weights, cfg.grad_clip, "darts search", step)
+        counted.record(counter)
         history.append({"step": step, "w_loss": w_loss, "arch_loss": float(arch_loss.detach())})
-    result = SearchResult(alpha.detach().cpu(), beta.detach().cpu(), derive_genotype(alpha, beta, cfg.keep), time.perf_counter() - start, history)
+    result = SearchResult(alpha.detach().cpu(), beta.detach().cpu(), derive_genotype(alpha, beta, cfg.keep), time.perf_counter() - start, history,
+                          counted.total(cfg.steps))
     _save_stage(run_dir, "search", result, net)
     return result, net
 
@@ -215,7 +250,7 @@ def _relaxed_sample(alpha: torch.Tensor, beta: torch.Tensor, nodes: int, keep: i
 
 
 def train_hypernet(net: SearchNetwork, data: Data, star: SearchResult, search: SearchConfig, cfg: HyperConfig, seed: int,
-                   run_dir: str | None = None) -> tuple[ArchHypernet, float, list[dict[str, Any]]]:
+                   run_dir: str | None = None) -> HypernetResult:
     """Train ``alpha(lambda, a)`` (METHODS.md §6 step 3) from DARTS's supernet and alpha*.
 
     Each step draws ``lambda ~ U(0, Lambda)``, a relaxed architecture sample of the
@@ -227,14 +262,14 @@ def train_hypernet(net: SearchNetwork, data: Data, star: SearchResult, search: S
     the supernet are the k-hot divided by ``keep``, the scale the search used.
 
     Returns:
-        ``(hypernet, seconds, history)``; history rows hold lambda, s, the losses, T and c.
+        A :class:`HypernetResult`; history rows hold lambda, s, the losses, T and c.
     """
     device = next(net.parameters()).device
     lam_max = float(star.genotype.num_kept)
     hyper = ArchHypernet(star.alpha, star.beta, lam_max, cfg.pivots, cfg.init_noise, torch.Generator().manual_seed(int(seed) + 5)).to(device)
     if _load_hyper(run_dir, hyper, net):
         meta = read_json(os.path.join(run_dir, "hypernet.json"))  # type: ignore[arg-type]
-        return hyper, float(meta["seconds"]), meta["history"]
+        return HypernetResult(hyper, float(meta["seconds"]), meta["history"], meta.get("flops"))
     start = time.perf_counter()
     half_w, half_a = split_halves(data, seed)
     bw, ba = _Batches(half_w, search.batch_size, seed + 11, device), _Batches(half_a, search.batch_size, seed + 12, device)
@@ -242,31 +277,35 @@ def train_hypernet(net: SearchNetwork, data: Data, star: SearchResult, search: S
     w_opt, set_lr = _weight_optimizer(net, search, cfg.steps)
     rng = torch.Generator().manual_seed(int(seed) + 13)
     history = []
+    counted = _StepFlops()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed) + 14)
         for step in range(cfg.steps):
             temp = linear_anneal(*cfg.temperature, step, cfg.steps)
             c = linear_anneal(*cfg.penalty, step, cfg.steps)
             lam = float(torch.rand((), generator=rng)) * lam_max
-            alpha, beta = hyper(lam)
-            ops, khot = _relaxed_sample(alpha, beta, search.nodes, search.keep, temp)
-            s = soft_common_edges(ops, khot, star.genotype, cfg.tau)
-            x, y = ba()
-            ce = F.cross_entropy(net(x, (ops, khot / search.keep)), y)
-            loss = ce + c * (lam - s) ** 2
-            _check_finite(loss, "hypernetwork", step)
-            h_opt.zero_grad(set_to_none=True)
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            h_opt.step()
-            set_lr(step)
-            with torch.no_grad():
-                w_ops, w_khot = _relaxed_sample(*hyper(lam), search.nodes, search.keep, temp)
-            w_loss = _weight_step(net, w_opt, bw(), (w_ops, w_khot / search.keep), search.grad_clip, "hypernetwork", step)
+            with counted(step) as counter:
+                alpha, beta = hyper(lam)
+                ops, khot = _relaxed_sample(alpha, beta, search.nodes, search.keep, temp)
+                s = soft_common_edges(ops, khot, star.genotype, cfg.tau)
+                x, y = ba()
+                ce = F.cross_entropy(net(x, (ops, khot / search.keep)), y)
+                loss = ce + c * (lam - s) ** 2
+                _check_finite(loss, "hypernetwork", step)
+                h_opt.zero_grad(set_to_none=True)
+                net.zero_grad(set_to_none=True)
+                loss.backward()
+                h_opt.step()
+                set_lr(step)
+                with torch.no_grad():
+                    w_ops, w_khot = _relaxed_sample(*hyper(lam), search.nodes, search.keep, temp)
+                w_loss = _weight_step(net, w_opt, bw(), (w_ops, w_khot / search.keep), search.grad_clip, "hypernetwork", step)
+            counted.record(counter)
             history.append({"step": step, "lambda": lam, "s": float(s.detach()), "val_ce": float(ce.detach()), "w_loss": w_loss, "temperature": temp, "c": c})
     seconds = time.perf_counter() - start
-    _save_hyper(run_dir, hyper, net, seconds, history)
-    return hyper, seconds, history
+    result = HypernetResult(hyper, seconds, history, counted.total(cfg.steps))
+    _save_hyper(run_dir, result, net)
+    return result
 
 
 # ---------------------------------------------------------------------------- stage files
@@ -276,7 +315,8 @@ def _save_stage(run_dir: str | None, name: str, result: SearchResult, net: Searc
     os.makedirs(run_dir, exist_ok=True)
     tensors = {"alpha": result.alpha, "beta": result.beta, **{f"net.{k}": v.detach().cpu() for k, v in net.state_dict().items()}}
     save_tensors(os.path.join(run_dir, f"{name}.safetensors"), tensors)
-    write_json(os.path.join(run_dir, f"{name}.json"), {"genotype": result.genotype.to_json(), "seconds": result.seconds, "history": result.history})
+    write_json(os.path.join(run_dir, f"{name}.json"), {"genotype": result.genotype.to_json(), "seconds": result.seconds, "history": result.history,
+                                                      "flops": result.flops})
 
 
 def _load_stage(run_dir: str | None, name: str, net: SearchNetwork) -> SearchResult | None:
@@ -285,16 +325,16 @@ def _load_stage(run_dir: str | None, name: str, net: SearchNetwork) -> SearchRes
     tensors, _ = load_tensors(os.path.join(run_dir, f"{name}.safetensors"))
     meta = read_json(os.path.join(run_dir, f"{name}.json"))
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    return SearchResult(tensors["alpha"], tensors["beta"], Genotype.from_json(meta["genotype"]), float(meta["seconds"]), meta["history"])
+    return SearchResult(tensors["alpha"], tensors["beta"], Genotype.from_json(meta["genotype"]), float(meta["seconds"]), meta["history"], meta.get("flops"))
 
 
-def _save_hyper(run_dir: str | None, hyper: ArchHypernet, net: SearchNetwork, seconds: float, history: list[dict[str, Any]]) -> None:
+def _save_hyper(run_dir: str | None, result: HypernetResult, net: SearchNetwork) -> None:
     if run_dir is None:
         return
-    tensors = {"alphas": hyper.alphas.detach().cpu(), "betas": hyper.betas.detach().cpu(),
+    tensors = {"alphas": result.hyper.alphas.detach().cpu(), "betas": result.hyper.betas.detach().cpu(),
                **{f"net.{k}": v.detach().cpu() for k, v in net.state_dict().items()}}
     save_tensors(os.path.join(run_dir, "hypernet.safetensors"), tensors)
-    write_json(os.path.join(run_dir, "hypernet.json"), {"seconds": seconds, "history": history})
+    write_json(os.path.join(run_dir, "hypernet.json"), {"seconds": result.seconds, "history": result.history, "flops": result.flops})
 
 
 def _load_hyper(run_dir: str | None, hyper: ArchHypernet, net: SearchNetwork) -> bool:

@@ -17,8 +17,8 @@ from .plots import new_figure, save_figure
 __all__ = ["nes_markdown", "write_nes_plots", "LABELS"]
 
 LABELS = {
-    "edgenes": "EdgeNES", "darts": "DARTS (single)", "random": "random architecture", "darts_ensemble": "DARTS ensemble (n searches)",
-    "deepens_darts": "DeepEns of alpha* (n seeds)", "nes_rs": "NES-RS (random + ForwardSelect)", "deviation": "random deviation",
+    "edgenes": "EdgeNES", "darts": "DARTS (single)", "random_arch": "random architecture", "darts_ensemble": "DARTS ensemble (n searches)",
+    "deepens_darts": "DeepEns of alpha* (n seeds)", "nes_rs": "NES-RS (random + ForwardSelect)", "nes_deviation": "random deviation",
 }
 
 

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-__all__ = ["mean_std", "grid", "markdown_table", "comparison_markdown"]
+__all__ = ["mean_std", "grid", "markdown_table", "comparison_markdown", "human"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -43,8 +43,27 @@ def _cell(values: list[float] | None, digits: int) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def human(value: float | None) -> str:
+    """A count in engineering units: ``1.23 G`` for 1.23e9 (``—`` for None)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g}"
+
+
+def _cost_cell(values: list[float | None] | None) -> str:
+    """Mean of a cost that barely varies over seeds (parameters, FLOPs), in engineering units."""
+    if not values or any(v is None for v in values):
+        return "—"
+    return human(sum(values) / len(values))  # type: ignore[arg-type]
+
+
 def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "") -> str:
-    """The comparison report: test error %, NLL, ECE and training seconds, mean ± std over seeds."""
+    """The comparison report, mean ± std over seeds: test error %, NLL, ECE, training seconds,
+    members; then the cost: parameters of the predicting ensemble, measured training FLOPs
+    and inference FLOPs per example (means over seeds)."""
     seeds = sorted({r["seed"] for r in rows})
     parts = [f"# {title}".rstrip() if title else "# Comparison", ""]
     parts.append(f"Mean ± sample std over {len(seeds)} seed(s) {seeds}; budget kB = k times the cost of one model trained with the shared `train` settings.")
@@ -56,9 +75,22 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str
         ("Training wall-clock (s)", lambda r: r["wall_s"], 1),
         ("Members", lambda r: r["members"], 0),
     ]
+    header = ["method", *[f"{b}B" for b in budgets]]
     for name, fn, digits in specs:
         g = grid(rows, fn)
-        header = ["method", *[f"{b}B" for b in budgets]]
         body = [[m, *[_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
         parts += [f"## {name}", "", markdown_table(header, body), ""]
+    costs = [
+        ("Parameters", lambda r: r["cost"]["parameters"]),
+        ("Training FLOPs", lambda r: r["cost"]["train_flops"]),
+        ("Inference FLOPs per example", lambda r: r["cost"]["inference_flops"]),
+    ]
+    for name, fn in costs:
+        g: dict[tuple[str, int], list[Any]] = defaultdict(list)
+        for r in rows:
+            g[(r["method"], int(r["budget"]))].append(fn(r))
+        body = [[m, *[_cost_cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
+        parts += [f"## {name}", "", markdown_table(header, body), ""]
+    parts.append("Training FLOPs count every optimisation step (forward and backward, all members; for the search methods "
+                 "also the DARTS search and the hypernetwork), measured with torch.utils.flop_counter on the first step of each stage.")
     return "\n".join(parts)

@@ -56,12 +56,13 @@ class EarlyStopping(Callback):
         values = torch.tensor(logs[key], dtype=torch.float64)
         better = values < self.best - self.config.min_delta if self.config.metric == "val_nll" else values > self.best + self.config.min_delta
         state = trainer.ensemble.state_tensors()
+        slices = trainer.ensemble.member_slices()
         for m, improved in enumerate(better.tolist()):
             if improved:
                 self.best[m] = values[m]
                 self.best_epoch[m] = epoch
                 self.wait[m] = 0
-                self._copy_member(state, m)
+                self._copy_member(state, slices, m)
             else:
                 self.wait[m] += 1
         if min(self.wait) >= self.config.patience:
@@ -69,23 +70,17 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
         logs["early_stopping"] = {"best_epoch": list(self.best_epoch), "best": self.best.tolist(), "stopped": trainer.stop}
 
-    def _copy_member(self, state: dict[str, torch.Tensor], m: int) -> None:
-        # state keys are g<gi>.(param|buffer).<name>; member m lives in one group
-        offsets, start = {}, 0
+    def _copy_member(self, state: dict[str, torch.Tensor], slices: dict[str, slice | None], m: int) -> None:
+        """Copy member m's slice of every state tensor (``member_slices`` says which tensors hold it)."""
         for key, value in state.items():
-            gi = key.split(".", 1)[0]
-            if gi not in offsets:
-                offsets[gi] = (start, start + value.shape[0])
-                start += value.shape[0]
-        for key, value in state.items():
-            lo, hi = offsets[key.split(".", 1)[0]]
-            if lo <= m < hi:
-                self.snapshot[key][m - lo].copy_(value[m - lo].detach())
+            sl = slices[key]
+            if sl is not None and sl.start <= m < sl.stop:
+                self.snapshot[key][m - sl.start].copy_(value[m - sl.start].detach())
 
     def on_train_end(self, trainer: "Trainer") -> None:
         if self.snapshot:
             trainer.ensemble.load_state_tensors(self.snapshot)
-            trainer.layout.refresh_from_ensemble()
+            trainer.layout.refresh_from_model()
 
     def state_dict(self) -> dict[str, Any]:
         if self.best is None:

@@ -1,11 +1,14 @@
 """The training engine: M members in one vectorised pass, checkpointed and resumable.
 
-One :class:`Trainer` runs one *stage* of a method: it steps every member of an
-:class:`~ensemblekit.ensemble.Ensemble` on the sum of the member losses (so one
-optimizer over the stacked tensors is exactly M independent optimizers), follows a
-pure ``step -> lr`` policy through ``LambdaLR``, logs each epoch to ``metrics.jsonl``,
-writes an atomic checkpoint at least every epoch, and stops with a clear error when
-the loss becomes NaN/inf, keeping the last good checkpoint.
+One :class:`Trainer` runs one *stage* of a method: it steps every member of a
+:class:`~ensemblekit.training.protocol.TrainableModel` (an
+:class:`~ensemblekit.ensemble.Ensemble`, a curve, a hypernetwork, a network whose members
+share parameters) on the sum of the member losses (so one optimizer over stacked tensors
+is exactly M independent optimizers), follows a pure ``step -> lr`` policy through
+``LambdaLR``, logs each epoch to ``metrics.jsonl``, writes an atomic checkpoint at least
+every epoch, stops with a clear error when the loss becomes NaN/inf (keeping the last
+good checkpoint), and measures its cost: seconds, and the FLOPs of its training steps
+(:mod:`ensemblekit.training.flops`, counted on the first step it runs).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from .._runtime import tune_allocator
 from ..data.augment import build_augment, build_tta, mixup
 from ..data.batching import Batch, LoaderBatcher, TensorBatcher
 from ..data.dataset import Data
-from ..ensemble import Ensemble
 from ..errors import ConfigError, NonFiniteLossError
 from ..metrics.classification import accuracy, nll
 from ..metrics.evaluate import predict_proba
@@ -31,9 +33,11 @@ from .callbacks import Callback
 from .checkpoint import RunDir
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
+from .flops import flop_counter
 from .layout import ParamLayout, per_member_hparams
 from .optim import build_optimizer, optimizer_lr
 from .penalties import member_penalties
+from .protocol import TrainableModel, check_trainable, shared_tensor_names
 from .schedules import Schedule, build_schedule, lambda_lr
 
 __all__ = ["Trainer", "cross_entropy_per_member", "resolve_device", "LossFn"]
@@ -66,24 +70,24 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Trainer:
-    """Train the members of ``ensemble`` on ``data.train`` for one stage.
+    """Train the members of ``model`` on ``data.train`` for one stage.
 
-    ``ensemble`` is usually an :class:`~ensemblekit.ensemble.Ensemble`; any other model
-    with the same small surface trains too (a mode-connecting curve, a hypernetwork):
-    ``device``, ``to(device)``, ``num_members``, ``train(mode)``/``eval()``,
-    ``__call__(x, per_member=False, params=None) -> logits (M, B, C)``, ``parameters()``
-    (the leaf tensors to step), ``state_tensors()``/``load_state_tensors(tensors)`` (what
-    checkpoints hold) and, when ``data.val`` is set, ``predict_proba(split)``. Weight
-    penalties and per-member optimizer settings need a real Ensemble.
+    ``model`` is any :class:`~ensemblekit.training.protocol.TrainableModel`: an
+    :class:`~ensemblekit.ensemble.Ensemble`, a curve, a hypernetwork or a network whose
+    members share parameters; per-member clipping, penalties and optimizer settings follow
+    its :meth:`param_groups` (see the protocol for what they mean with shared tensors).
 
     Args:
-        ensemble: the members to train (moved to the configured device).
+        model: the members to train (a copy on the configured device when it is elsewhere).
         data: the dataset (``data.val`` is evaluated every ``eval_every`` epochs).
         config: a :class:`TrainConfig` or a dict of its fields.
         seed: the run seed; data orders derive from it.
         run: a :class:`RunDir` for checkpoints and logs (``None``: in memory only).
         stage: the stage name (checkpoint file and log tag).
         loss_fn: ``(logits (M,B,C), batch) -> (M,)`` per-member losses (default: cross-entropy).
+        loss_for: instead of ``loss_fn``, a function of the model being trained (the copy on
+            the training device) returning its loss: for losses that read the model's own
+            state (a hypernetwork's KL term, a curve's weight decay at the sampled point).
         callbacks: hooks (FGE collection, SWA averaging, early stopping...).
         schedule: a ``step -> lr`` policy overriding ``config.schedule``.
         resume: load this stage's checkpoint when it exists (default True; a run
@@ -93,13 +97,16 @@ class Trainer:
             starting from a pre-trained run, momentum buffers included).
 
     Attributes (after :meth:`fit`):
-        ensemble: the trained ensemble. history: per-epoch log records. wall_s:
-        seconds spent training (accumulated across resumes). step: iterations done.
+        model (alias ``ensemble``): the trained model. history: per-epoch log records.
+        wall_s: seconds spent training (accumulated across resumes). step: iterations done.
+        flops_per_step, examples_per_step: the measured FLOPs of one training step (all
+        members, forward + backward) and the examples it consumed; :meth:`cost` turns
+        them into the stage's training FLOPs.
     """
 
     def __init__(
         self,
-        ensemble: Ensemble,
+        model: TrainableModel,
         data: Data,
         config: TrainConfig | Mapping[str, Any],
         *,
@@ -107,6 +114,7 @@ class Trainer:
         run: RunDir | None = None,
         stage: str = "train",
         loss_fn: LossFn | None = None,
+        loss_for: Callable[[TrainableModel], LossFn] | None = None,
         callbacks: Sequence[Callback] = (),
         schedule: Schedule | None = None,
         resume: bool = True,
@@ -114,18 +122,25 @@ class Trainer:
     ) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
         self.device = resolve_device(self.config.device)
-        self.ensemble = ensemble if torch.device(ensemble.device) == self.device else ensemble.to(self.device)
+        check_trainable(model)
+        self.model = model if torch.device(model.device) == self.device else model.to(self.device)
         self.data = data
         self.seed = int(seed)
         self.run = run
         self.stage = stage
-        self.loss_fn = loss_fn or cross_entropy_per_member
+        if loss_fn is not None and loss_for is not None:
+            raise ConfigError(f"{stage}: give loss_fn or loss_for, not both")
+        self.loss_fn = loss_for(self.model) if loss_for is not None else (loss_fn or cross_entropy_per_member)
         self.callbacks = list(callbacks)
         if self.config.early_stopping is not None:
+            shared = shared_tensor_names(self.model)
+            if shared:
+                raise ConfigError(f"{stage}: early_stopping restores each member's own best weights, but {type(self.model).__name__} "
+                                  f"has tensors shared by its members ({shared[0]}, ...)")
             self.callbacks.append(EarlyStopping(self.config.early_stopping))
         self.resume = resume
         self.warm_start = warm_start
-        m = self.ensemble.num_members
+        m = self.model.num_members
         if data.train.in_memory:
             self.batcher: TensorBatcher | LoaderBatcher = TensorBatcher(
                 data.train.x, data.train.y, batch_size=self.config.batch_size, members=m,
@@ -139,9 +154,10 @@ class Trainer:
         self.schedule = schedule or build_schedule(
             self.config.schedule, lr=self.base_lr, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch
         )
-        if self.config.penalties.active and not isinstance(self.ensemble, Ensemble):
-            raise ConfigError(f"{stage}: train.penalties apply to ensembles of members; this model takes its own regularisation")
-        self.layout = ParamLayout(self.ensemble, per_member_hparams(self.config.optimizer, m))
+        if self.config.penalties.active and not any(g.regularized for g in self.model.param_groups()):
+            raise ConfigError(f"{stage}: train.penalties do not apply to {type(self.model).__name__}: it regularises its own parameters "
+                              "(a curve's weight decay acts on phi(t), a hypernetwork's KL term on its family); remove train.penalties")
+        self.layout = ParamLayout(self.model, per_member_hparams(self.config.optimizer, m))
         self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
         self.augment = build_augment(self.config.augment, data.input_shape)
         self.tta = build_tta(self.config.tta, data.input_shape) if self.config.tta else None
@@ -152,12 +168,33 @@ class Trainer:
         self.stop = False
         self.finished = False
         self.last_losses: torch.Tensor | None = None
+        self.flops_per_step: float | None = None
+        self.examples_per_step = 0
+        self.examples_seen = 0
+
+    @property
+    def ensemble(self) -> TrainableModel:
+        """The model being trained (the name callbacks have always used)."""
+        return self.model
+
+    def cost(self) -> dict[str, Any]:
+        """This stage's measured cost: ``{seconds, steps, examples, flops, parameters}``.
+
+        ``flops`` is the FLOPs of one training step per example it consumed, times every
+        example consumed over the stage (forward + backward of all members); ``None`` when
+        no step ran in this process or a checkpoint (a stage finished before FLOPs were
+        recorded)."""
+        flops = None
+        if self.flops_per_step is not None and self.examples_per_step:
+            flops = self.flops_per_step / self.examples_per_step * self.examples_seen
+        params = sum(t.numel() for g in self.model.param_groups() for t in g.trainable())
+        return {"seconds": self.wall_s, "steps": self.step, "examples": self.examples_seen, "flops": flops, "parameters": params}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         opt = self.optimizer.state_dict()
         state: dict[str, Any] = {
-            "ensemble": self.ensemble.state_tensors(),
+            "ensemble": self.model.state_tensors(),
             "optimizer": {"state": {str(k): v for k, v in opt["state"].items()}, "param_groups": opt["param_groups"]},
             "rng": {"cpu": torch.get_rng_state()},
             "callbacks": {f"{i}": cb.state_dict() for i, cb in enumerate(self.callbacks)},
@@ -166,14 +203,15 @@ class Trainer:
             "wall_s": self.wall_s,
             "finished": self.finished,
             "history": self.history,
+            "cost": {"flops_per_step": self.flops_per_step, "examples_per_step": self.examples_per_step, "examples_seen": self.examples_seen},
         }
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.ensemble.load_state_tensors(state["ensemble"])
-        self.layout.refresh_from_ensemble()
+        self.model.load_state_tensors(state["ensemble"])
+        self.layout.refresh_from_model()
         opt = state["optimizer"]
         self.optimizer.load_state_dict({"state": {int(k): v for k, v in opt["state"].items()}, "param_groups": opt["param_groups"]})
         torch.set_rng_state(state["rng"]["cpu"].cpu())
@@ -184,13 +222,17 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.wall_s, self.finished = float(state["wall_s"]), bool(state["finished"])
         self.history = list(state["history"])
+        cost = state.get("cost") or {}
+        self.flops_per_step = cost.get("flops_per_step")
+        self.examples_per_step = int(cost.get("examples_per_step") or 0)
+        self.examples_seen = int(cost.get("examples_seen") or 0)
 
     def _checkpoint(self) -> None:
         if self.run is not None:
             self.run.save_checkpoint(self.stage, self.state_dict())
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> Ensemble:
+    def fit(self) -> TrainableModel:
         """Train to the configured number of epochs (or resume and finish); returns the ensemble.
 
         Randomness inside training (dropout, augmentation) comes from a generator seeded
@@ -203,16 +245,16 @@ class Trainer:
             torch.manual_seed(derive_seed(self.seed, self.stage, "rng"))
             return self._fit()
 
-    def _fit(self) -> Ensemble:
+    def _fit(self) -> TrainableModel:
         state = self.run.load_checkpoint(self.stage, device=self.device) if self.run is not None and self.resume else None
         if state is not None:
             self.load_state_dict(state)
             if self.finished:
-                return self.ensemble
+                return self.model
             self.run.truncate_log(self.stage, self.epoch)  # type: ignore[union-attr]
         elif self.warm_start is not None:
-            self.ensemble.load_state_tensors(self.warm_start["ensemble"])
-            self.layout.refresh_from_ensemble()
+            self.model.load_state_tensors(self.warm_start["ensemble"])
+            self.layout.refresh_from_model()
             if self.warm_start.get("optimizer") is not None:
                 # the old stage's moments (momentum buffers, Adam statistics), this stage's hyperparameters
                 current = self.optimizer.state_dict()
@@ -232,11 +274,11 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         self._checkpoint()
-        return self.ensemble
+        return self.model
 
     def _run_epoch(self, scheduler: torch.optim.lr_scheduler.LambdaLR, bar: tqdm) -> None:
         t0 = time.perf_counter()
-        ens, m = self.ensemble, self.ensemble.num_members
+        ens, m = self.model, self.model.num_members
         ens.train()
         loss_sum = torch.zeros(m, device=self.device)
         correct = torch.zeros(m, device=self.device)
@@ -244,23 +286,19 @@ class Trainer:
         start = self.step - self.epoch * self.steps_per_epoch
         for batch in self.batcher.epoch(self.epoch, start_step=start):
             lr = self.optimizer.param_groups[0]["lr"]
-            losses, logits = self._losses(batch)
-            self.last_losses = losses.detach()
-            loss = losses.sum()
-            if not torch.isfinite(loss):
-                self._diverged(losses, lr)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses, logits = self._forward_backward(batch, lr)
             if self.config.grad_clip is not None:
                 self.layout.clip(self.config.grad_clip)
             if self.config.weight_decay:
                 self._decay()
             self.optimizer.step()
-            self.layout.sync_to_ensemble()
+            self.layout.sync_to_model()
             scheduler.step()
             self.step += 1
             with torch.no_grad():
                 n = batch.y.shape[-1]
+                self.examples_seen += n
                 loss_sum += losses.detach() * n
                 y = batch.y if batch.per_member else batch.y.unsqueeze(0)
                 correct += (logits.argmax(-1) == y).sum(-1)
@@ -290,10 +328,30 @@ class Trainer:
             self._checkpoint()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
 
+    def _forward_backward(self, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Losses and logits of one step, gradients accumulated; the first step this process
+        runs is counted by the FLOP counter (it observes, it does not change the numbers)."""
+
+        def step() -> tuple[torch.Tensor, torch.Tensor]:
+            losses, logits = self._losses(batch)
+            self.last_losses = losses.detach()
+            loss = losses.sum()
+            if not torch.isfinite(loss):
+                self._diverged(losses, lr)
+            loss.backward()
+            return losses, logits
+
+        if self.flops_per_step is not None:
+            return step()
+        with flop_counter() as counter:
+            out = step()
+        self.flops_per_step, self.examples_per_step = float(counter.get_total_flops()), int(batch.y.shape[-1])
+        return out
+
     @torch.no_grad()
     def evaluate_val(self) -> dict[str, Any]:
         """Validation accuracy and NLL of the ensemble, the mean member and each member."""
-        probs = predict_proba(self.ensemble, self.data.val, self.tta)  # type: ignore[arg-type]
+        probs = predict_proba(self.model, self.data.val, self.tta)  # type: ignore[arg-type]
         y = self.data.val.tensors()[1].to(probs.device)  # type: ignore[union-attr]
         mean = probs.mean(0)
         member_acc, member_nll = accuracy(probs, y), nll(probs, y)
@@ -312,13 +370,13 @@ class Trainer:
         if self.config.mixup > 0:
             x, perm, lam = mixup(x, batch.y, self.config.mixup)
             partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None)
-            logits = self.ensemble(x, per_member=batch.per_member, params=params)
+            logits = self.model(x, per_member=batch.per_member, params=params)
             losses = lam * self.loss_fn(logits, batch) + (1 - lam) * self.loss_fn(logits, partner)
         else:
-            logits = self.ensemble(x, per_member=batch.per_member, params=params)
+            logits = self.model(x, per_member=batch.per_member, params=params)
             losses = self.loss_fn(logits, batch)
         if self.config.penalties.active:
-            losses = losses + member_penalties(self.ensemble, self.config.penalties, params)
+            losses = losses + member_penalties(self.model, self.config.penalties, params)
         return losses, logits
 
     @torch.no_grad()

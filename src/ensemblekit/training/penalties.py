@@ -7,12 +7,13 @@ own weights and returns one value per member, shape ``(M,)``.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from ..ensemble import Ensemble
+from ..errors import ConfigError
 from .config import PenaltyConfig
+from .protocol import TrainableModel
 
 __all__ = ["l2_penalty", "l1_penalty", "elastic_net_penalty", "weight_elimination_penalty", "member_penalties"]
 
@@ -62,18 +63,39 @@ def _penalties_of(tensors: Iterable[torch.Tensor], cfg: PenaltyConfig, members: 
     return total if total is not None else torch.zeros(members)
 
 
-def member_penalties(ensemble: Ensemble, cfg: PenaltyConfig, params: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+def member_penalties(model: TrainableModel, cfg: PenaltyConfig, params: Sequence[Mapping[str, torch.Tensor]] | None = None) -> torch.Tensor:
     """The configured penalties of every member, ``(M,)``, on the trainable parameters.
 
+    Member m pays for its own slices of every stacked parameter group; tensors shared by all
+    members are penalised once, the penalty split evenly over the M member losses (so their
+    sum, which the engine minimises, counts it once, as for one network). Groups marked
+    ``regularized=False`` are skipped.
+
     Args:
-        ensemble: the stacked members.
+        model: a :class:`~ensemblekit.training.protocol.TrainableModel` (an Ensemble...).
         cfg: which penalties and their strengths.
-        params: per-group parameter dicts to use instead of the ensemble's own
+        params: per-group parameter mappings to use instead of the model's own
             (the engine passes the tensors it differentiates).
+
+    Raises:
+        ConfigError: no parameter group of the model takes penalties.
     """
-    out = []
-    for gi, group in enumerate(ensemble.groups):
-        tensors = (params[gi] if params is not None else group.params)
+    groups = model.param_groups()
+    if not any(g.regularized for g in groups):
+        raise ConfigError(f"train.penalties do not apply to {type(model).__name__}: it regularises its own parameters "
+                          "(a curve's weight decay acts on phi(t), a hypernetwork's KL term on its family); remove train.penalties")
+    m = model.num_members
+    total: torch.Tensor | None = None
+    for gi, group in enumerate(groups):
+        if not group.regularized:
+            continue
+        tensors = params[gi] if params is not None else group.params
         trainable = [t for k, t in tensors.items() if group.params[k].requires_grad]
-        out.append(_penalties_of(trainable, cfg, group.num_members).to(ensemble.device))
-    return torch.cat(out)
+        if group.members is None:
+            part = _penalties_of([t.unsqueeze(0) for t in trainable], cfg, 1).to(model.device).expand(m) / m
+        else:
+            part = _penalties_of(trainable, cfg, group.size).to(model.device)
+            if group.size != m:
+                part = torch.zeros(m, dtype=part.dtype, device=part.device).index_add(0, torch.arange(group.members.start, group.members.stop, device=part.device), part)
+        total = part if total is None else total + part
+    return total if total is not None else torch.zeros(m, device=model.device)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 __all__ = [
     "Schedule",
@@ -33,6 +35,12 @@ __all__ = [
     "join",
     "piecewise",
     "lambda_lr",
+    "SCHEDULES",
+    "ScheduleContext",
+    "register_schedule",
+    "schedule_names",
+    "build_schedule",
+    "check_schedule_spec",
 ]
 
 Schedule = Callable[[int], float]
@@ -212,21 +220,103 @@ def lambda_lr(optimizer, policy: Schedule, base_lr: float, last_step: int = -1):
 
 
 # --------------------------------------------------------------------------- from config
-_POLICIES = {
-    "constant": (),
-    "step": ("milestones", "gamma"),
-    "cosine": ("min_lr",),
-    "linear": ("end_lr",),
-    "inverse_sqrt": ("timescale",),
-    "cosine_restarts": ("cycles", "cycle", "min_lr"),
-    "fge": ("a1", "a2", "cycle"),
-    "piecewise": ("points",),
-}
+@dataclass(frozen=True)
+class ScheduleContext:
+    """What a registered schedule builder gets: the base rate, the run's length and a
+    converter of the user's durations (epochs, or iterations with ``unit: iteration``)."""
+
+    lr: float
+    total_steps: int
+    warmup_steps: int
+    dur: Callable[[float], int]
+
+    @property
+    def body_steps(self) -> int:
+        """Iterations after the warm-up."""
+        return self.total_steps - self.warmup_steps
+
+
+@dataclass(frozen=True)
+class ScheduleBuilder:
+    """A registered policy: its options and ``build(options, context) -> Schedule``."""
+
+    name: str
+    options: tuple[str, ...]
+    build: Callable[[dict, ScheduleContext], Schedule]
+
+
+SCHEDULES: Registry[ScheduleBuilder] = Registry("schedule")
 _COMMON = ("name", "unit", "warmup", "warmup_start_lr")
 
 
+def register_schedule(name: str, options: Sequence[str] = ()) -> Callable[[Callable[[dict, ScheduleContext], Schedule]], Callable[[dict, ScheduleContext], Schedule]]:
+    """Decorator registering ``build(options, context) -> Schedule`` as the config name ``name``.
+
+    ``options`` are the keys the config may give besides ``name``, ``unit``, ``warmup`` and
+    ``warmup_start_lr`` (handled for every policy).
+
+    Example:
+        >>> @register_schedule("half", options=("at",))
+        ... def _half(s, ctx):
+        ...     return step_decay(ctx.lr, [ctx.dur(s.get("at", 1))], 0.5)
+    """
+
+    def decorator(fn: Callable[[dict, ScheduleContext], Schedule]) -> Callable[[dict, ScheduleContext], Schedule]:
+        SCHEDULES.register(name)(ScheduleBuilder(name, tuple(options), fn))
+        return fn
+
+    return decorator
+
+
+@register_schedule("constant")
+def _build_constant(s: dict, ctx: ScheduleContext) -> Schedule:
+    return constant(ctx.lr)
+
+
+@register_schedule("step", ("milestones", "gamma"))
+def _build_step(s: dict, ctx: ScheduleContext) -> Schedule:
+    return step_decay(ctx.lr, [ctx.dur(m) - ctx.warmup_steps for m in s.get("milestones", [])], s.get("gamma", 0.1))
+
+
+@register_schedule("cosine", ("min_lr",))
+def _build_cosine(s: dict, ctx: ScheduleContext) -> Schedule:
+    return cosine(ctx.lr, ctx.body_steps, s.get("min_lr", 0.0))
+
+
+@register_schedule("linear", ("end_lr",))
+def _build_linear(s: dict, ctx: ScheduleContext) -> Schedule:
+    return linear(ctx.lr, ctx.body_steps, s.get("end_lr", 0.0))
+
+
+@register_schedule("inverse_sqrt", ("timescale",))
+def _build_inverse_sqrt(s: dict, ctx: ScheduleContext) -> Schedule:
+    return inverse_sqrt(ctx.lr, max(1, ctx.dur(s.get("timescale", 1))))
+
+
+@register_schedule("cosine_restarts", ("cycles", "cycle", "min_lr"))
+def _build_cosine_restarts(s: dict, ctx: ScheduleContext) -> Schedule:
+    if "cycle" in s:
+        cycle = ctx.dur(s["cycle"])
+    else:
+        cycles = int(s.get("cycles", 5))
+        if cycles < 1:
+            raise ConfigError(f"cycles must be >= 1, got {cycles}")
+        cycle = max(1, ctx.body_steps // cycles)
+    return cosine_restarts(ctx.lr, cycle, s.get("min_lr", 0.0))
+
+
+@register_schedule("fge", ("a1", "a2", "cycle"))
+def _build_fge(s: dict, ctx: ScheduleContext) -> Schedule:
+    return fge_triangle(s.get("a1", ctx.lr), s.get("a2", ctx.lr / 100), ctx.dur(s.get("cycle", 2)))
+
+
+@register_schedule("piecewise", ("points",))
+def _build_piecewise(s: dict, ctx: ScheduleContext) -> Schedule:
+    return piecewise(ctx.lr, ctx.body_steps, s.get("points", [[0, 1], [0.5, 1], [0.9, 0.01], [1, 0.01]]))
+
+
 def schedule_names() -> list[str]:
-    return sorted(_POLICIES)
+    return SCHEDULES.names()
 
 
 def check_schedule_spec(spec: object) -> None:
@@ -237,12 +327,10 @@ def check_schedule_spec(spec: object) -> None:
         spec = {"name": spec}
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"schedule must be a name ({', '.join(schedule_names())}) or {{name: ..., ...}}, got {spec!r}")
-    name = str(spec["name"])
-    if name not in _POLICIES:
-        raise ConfigError(f"unknown schedule {name!r}; valid: {', '.join(schedule_names())}")
+    builder = SCHEDULES.get(str(spec["name"]))
     for key in spec:
-        if key not in _POLICIES[name] + _COMMON:
-            raise ConfigError(f"schedule {name!r} got unknown option {key!r}; valid: {', '.join(_POLICIES[name] + _COMMON[1:])}")
+        if key not in builder.options + _COMMON:
+            raise ConfigError(f"schedule {builder.name!r} got unknown option {key!r}; valid: {', '.join(builder.options + _COMMON[1:])}")
     unit = spec.get("unit", "epoch")
     if unit not in ("epoch", "iteration"):
         raise ConfigError(f"schedule unit must be 'epoch' or 'iteration', got {unit!r}")
@@ -260,6 +348,7 @@ def build_schedule(spec: object, *, lr: float, total_steps: int, steps_per_epoch
             ``cycle`` (length). ``fge`` defaults to ``a1 = lr``, ``a2 = lr / 100``,
             ``cycle = 2`` epochs. ``piecewise`` takes ``points`` ``[[fraction, factor], ...]``
             (default: the FGE/SWA papers' schedule, constant to 50%, linear to 1% at 90%).
+            Names are those registered with :func:`register_schedule`.
         lr: the base (peak) learning rate, the optimizer's ``lr``.
         total_steps: iterations of the whole run.
         steps_per_epoch: iterations per epoch (for epoch units).
@@ -279,29 +368,5 @@ def build_schedule(spec: object, *, lr: float, total_steps: int, steps_per_epoch
     warm = dur(s.get("warmup", 0))
     if warm >= total_steps:
         raise ConfigError(f"warmup ({warm} iterations) must be shorter than the run ({total_steps} iterations)")
-    body = total_steps - warm
-    name = s["name"]
-    if name == "constant":
-        policy = constant(lr)
-    elif name == "step":
-        policy = step_decay(lr, [dur(m) - warm for m in s.get("milestones", [])], s.get("gamma", 0.1))
-    elif name == "cosine":
-        policy = cosine(lr, body, s.get("min_lr", 0.0))
-    elif name == "linear":
-        policy = linear(lr, body, s.get("end_lr", 0.0))
-    elif name == "inverse_sqrt":
-        policy = inverse_sqrt(lr, max(1, dur(s.get("timescale", 1))))
-    elif name == "cosine_restarts":
-        if "cycle" in s:
-            cycle = dur(s["cycle"])
-        else:
-            cycles = int(s.get("cycles", 5))
-            if cycles < 1:
-                raise ConfigError(f"cycles must be >= 1, got {cycles}")
-            cycle = max(1, body // cycles)
-        policy = cosine_restarts(lr, cycle, s.get("min_lr", 0.0))
-    elif name == "piecewise":
-        policy = piecewise(lr, body, s.get("points", [[0, 1], [0.5, 1], [0.9, 0.01], [1, 0.01]]))
-    else:  # fge
-        policy = fge_triangle(s.get("a1", lr), s.get("a2", lr / 100), dur(s.get("cycle", 2)))
+    policy = SCHEDULES.get(s["name"]).build(s, ScheduleContext(lr, total_steps, warm, dur))
     return warmup(policy, warm, s.get("warmup_start_lr", 0.0)) if warm else policy

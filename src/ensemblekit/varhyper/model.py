@@ -25,6 +25,7 @@ from torch import nn
 from ..ensemble import Ensemble, MemberGroup
 from ..errors import ConfigError, DataError
 from ..serialization import copy_state_
+from ..training.protocol import ParamGroup
 from .bayes import kl_to_prior, sample_weights, variational_shapes
 from .forms import Form
 
@@ -175,10 +176,18 @@ class HyperModel:
         group = MemberGroup(copy.deepcopy(self.template), params, OrderedDict(), self.spec)
         return Ensemble([group], [{"lambda": lam, "form": getattr(self.form, "name", "?")} for lam in lambdas])
 
-    # ----------------------------------------------------------------- the Trainer's surface
+    # ----------------------------------------------------------------- the trainable-model protocol
     @property
     def num_members(self) -> int:
         return self.samples
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The hypernetwork's parameters: one group shared by the K sampled networks, never
+        penalised (the KL term is the family's regulariser)."""
+        return [ParamGroup("hypernetwork", self.leaves, members=None, regularized=False)]
+
+    def member_slices(self) -> dict[str, slice | None]:
+        return {k: None for k in self.leaves}
 
     @property
     def device(self) -> torch.device:
@@ -196,10 +205,12 @@ class HyperModel:
         return self.train(False)
 
     def to(self, device: torch.device | str) -> "HyperModel":
-        self.template.to(device)
-        self._groups = {}
-        self.leaves = OrderedDict((k, v.detach().to(device).requires_grad_(True)) for k, v in self.leaves.items())
-        return self
+        """A copy on ``device`` (new leaf tensors); this model is unchanged."""
+        out = copy.copy(self)
+        out.template = copy.deepcopy(self.template).to(device)
+        out._groups = {}
+        out.leaves = OrderedDict((k, v.detach().to(device).clone().requires_grad_(True)) for k, v in self.leaves.items())
+        return out
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.leaves)

@@ -1,0 +1,152 @@
+"""The one results path: a fitted method and its data -> evaluated, saved, one row.
+
+Every command goes through :func:`record_result`: ``train`` (one run), every ``compare``
+cell, every ``tune`` trial and the units of the ``nes``, ``varhyper`` and ``curve``
+presets. It saves the ensemble, evaluates it on the test (and validation) split with
+the method's test-time augmentation, measures the method's cost, asks the method for its
+own results (:meth:`~ensemblekit.methods.base.Method.details`) and writes
+``results.json``: one row of the schema below, the same for every method.
+
+Row schema (``format: ensemblekit.row/1``):
+
+- ``method`` (the label shown in tables), ``name`` (the registered method), ``budget``
+  (k of kB in a comparison, else null), ``seed``, ``members`` (M), ``members_info``;
+- ``test`` / ``val``: :func:`~ensemblekit.metrics.summary.evaluate_probs` of the ensemble
+  (``accuracy``, ``error`` %, ``nll``, ``brier``, ``ece``; ``members``, ``member_mean``,
+  ``diversity``, ``size_curve``), with ``tta`` naming the test-time transforms used;
+- ``wall_s``: training seconds (every stage, summed across resumes);
+- ``cost``: ``stages_s`` (seconds per stage), ``fit_s``, ``train_flops`` (measured FLOPs of
+  every optimisation step, forward and backward, all members), ``flops_by_stage``,
+  ``parameters`` (of the ensemble that predicts), ``inference_flops`` (per test example,
+  all members, TTA passes included);
+- ``hyperparameters``: the method's validated hyperparameters; ``details``: what the method
+  reports of its own (EdgeNES's pool, a family's pruning table...);
+- ``data``: sizes, classes, shape; ``provenance``: versions, commit, threads, time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from ..data.augment import build_tta
+from ..data.dataset import Data
+from ..methods.base import Method
+from ..metrics.evaluate import evaluate
+from ..serialization import write_json
+from ..training.checkpoint import RunDir
+from ..training.flops import inference_flops
+from .provenance import provenance
+
+__all__ = ["ROW_FORMAT", "record_result", "evaluate_method", "measure_cost", "summary", "load_row"]
+
+ROW_FORMAT = "ensemblekit.row/1"
+_SUMMARY = ("accuracy", "error", "nll", "brier", "ece")
+
+
+def _tta(method: Method, data: Data) -> list[Any] | None:
+    specs = method.train_config_.tta
+    return build_tta(specs, data.input_shape) if specs else None
+
+
+def evaluate_method(method: Method, data: Data) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Test and validation metrics of ``method.ensemble_``, with the method's ``train.tta``
+    transforms averaged as in training's validation (``None`` for a missing split)."""
+    tta = _tta(method, data)
+    ens = method.ensemble_
+    names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
+    test = {**evaluate(ens, data.test, tta=tta), "tta": names}
+    val = {**evaluate(ens, data.val, tta=tta), "tta": names} if data.val is not None else None
+    return test, val
+
+
+def measure_cost(method: Method, data: Data) -> dict[str, Any]:
+    """Seconds per stage, measured training FLOPs, parameters and inference FLOPs per example."""
+    ens = method.ensemble_
+    x = data.test.tensors()[0][:64].to(ens.device)
+    per_pass = inference_flops(ens, x)
+    passes = max(1, len(method.train_config_.tta))
+    return {
+        "stages_s": {k: round(v, 3) for k, v in method.cost_.items() if k != "fit_s"},
+        "fit_s": round(method.cost_.get("fit_s", 0.0), 3),
+        "train_flops": method.train_flops_,
+        "flops_by_stage": dict(method.flops_),
+        "parameters": int(ens.num_parameters()),
+        "inference_flops": per_pass * passes,
+    }
+
+
+def record_result(method: Method, data: Data, run_dir: str, *, label: str | None = None, budget: int | None = None,
+                  extra: Mapping[str, Any] | None = None, plots: bool = True, report: bool = True) -> dict[str, Any]:
+    """Save, evaluate and cost a fitted method; write ``results.json`` into ``run_dir``; return the row.
+
+    Args:
+        method: a fitted :class:`~ensemblekit.methods.base.Method`.
+        data: the data it was trained on (its test and val splits are evaluated).
+        run_dir: the run's folder (``ensemble.safetensors``, ``results.json``, plots).
+        label: the row's name in tables (default the method's name). budget: kB's k.
+        extra: more JSON-able fields for the row (e.g. the resolved config).
+        plots: write ``reliability.png``, ``size_curve.png``, ``training_curves.png``.
+        report: let the method write its own files (:meth:`Method.report`).
+
+    Returns:
+        The row (see the module docstring).
+    """
+    rd = RunDir(run_dir)
+    ens = method.ensemble_
+    ens.save(rd.file("ensemble.safetensors"))
+    test, val = evaluate_method(method, data)
+    row: dict[str, Any] = {
+        "format": ROW_FORMAT,
+        "method": label or method.name,
+        "name": method.name,
+        "budget": budget,
+        "seed": int(method.seed),
+        "members": ens.num_members,
+        "members_info": ens.members_info,
+        "wall_s": round(method.train_seconds_, 3),
+        "cost": measure_cost(method, data),
+        "test": test,
+        **({"val": val} if val is not None else {}),
+        "hyperparameters": method.params_.model_dump(mode="json", fallback=_name_of),
+        "details": method.details(data),
+        "data": data.describe(),
+        "provenance": provenance(),
+        **dict(extra or {}),
+    }
+    write_json(rd.file("results.json"), row)
+    if plots:
+        _standard_plots(method, data, rd, test)
+    if report:
+        method.report(rd, data)
+    return row
+
+
+def summary(row: Mapping[str, Any], split: str = "test") -> dict[str, float]:
+    """The headline metrics of a row's split: accuracy, error %, NLL, Brier, ECE."""
+    return {k: row[split][k] for k in _SUMMARY}
+
+
+def _name_of(obj: Any) -> str:
+    return getattr(obj, "__qualname__", type(obj).__name__)
+
+
+def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any]) -> None:
+    from ..metrics.evaluate import predict_proba
+    from ..report.plots import reliability_diagram, size_curve_plot, training_curves
+
+    probs = predict_proba(method.ensemble_, data.test, _tta(method, data)).cpu()
+    y = data.test.tensors()[1]
+    reliability_diagram(probs.mean(0), y, rd.file("reliability.png"), title=f"{method.name}: test reliability")
+    size_curve_plot({method.name: test["size_curve"]}, rd.file("size_curve.png"), title=f"{method.name}: test error vs members")
+    if method.history_:
+        training_curves(method.history_, rd.file("training_curves.png"), title=method.name)
+
+
+def load_row(run_dir: str) -> dict[str, Any] | None:
+    """The row a finished run wrote, or ``None`` when it has none yet."""
+    from ..serialization import read_json
+
+    path = os.path.join(run_dir, "results.json")
+    return read_json(path) if os.path.exists(path) else None
+

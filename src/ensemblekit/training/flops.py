@@ -1,0 +1,55 @@
+"""Measured floating-point operations (``torch.utils.flop_counter``), for cost columns.
+
+FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` on the operations a
+step really runs (the stacked grouped convolutions, ``vmap``'s batched kernels, a
+hypernetwork's generator), not estimated from layer shapes. One correction is applied:
+PyTorch's formula for the weight gradient of a convolution ignores ``groups`` and so
+counts a grouped convolution's weight gradient ``groups`` times over, which would make M
+stacked members look more expensive than M separate ones. Here the backward of a
+convolution costs the forward's FLOPs once per gradient it computes (input and/or
+weight), which is exact for grouped and ordinary convolutions alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+__all__ = ["count_flops", "flop_counter", "inference_flops"]
+
+_aten = torch.ops.aten
+
+
+def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any, _stride: Any, _padding: Any, _dilation: Any,
+                        transposed: bool, _output_padding: Any, _groups: Any, output_mask: Any, out_shape: Any, **kwargs: Any) -> int:
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+@contextlib.contextmanager
+def flop_counter() -> Iterator[FlopCounterMode]:
+    """A silent FlopCounterMode with the grouped-convolution correction; read ``.get_total_flops()``."""
+    with FlopCounterMode(display=False, custom_mapping={_aten.convolution_backward: _conv_backward_flop}) as counter:
+        yield counter
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``fn()`` under :func:`flop_counter`; returns ``(its result, FLOPs)``."""
+    with flop_counter() as counter:
+        out = fn()
+    return out, int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def inference_flops(model: Any, x: torch.Tensor) -> float:
+    """FLOPs per example of one eval-mode forward pass of ``model`` (all members) on the batch ``x``."""
+    was = getattr(model, "training", False)
+    model.eval()
+    try:
+        _, flops = count_flops(lambda: model(x))
+    finally:
+        model.train(was)
+    return flops / max(1, x.shape[0])
