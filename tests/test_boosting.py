@@ -163,12 +163,18 @@ def test_boosting_beats_a_single_model():
     assert err_boost + 0.04 <= err_single, (err_boost, err_single)  # measured 0.038 vs 0.109
 
 
-def test_resume_gives_the_same_ensemble(blobs, tmp_path):
+def test_resume_gives_the_same_ensemble(blobs, tmp_path, monkeypatch):
+    from ensemblekit.methods.boosting import Boosting
+
     kw = {"model": FROZEN, "members": 2, "epochs": 2, "batch_size": 32, "progress": False}
-    a = ek.create_method("boosting", **kw).fit(blobs, run_dir=str(tmp_path))
-    b = ek.create_method("boosting", **kw).fit(blobs, run_dir=str(tmp_path))  # every member from its checkpoint
-    torch.testing.assert_close(a.predict_proba(blobs.test.x), b.predict_proba(blobs.test.x))
+    a = ek.create_method("boosting", **kw).fit(blobs, run_dir=str(tmp_path / "run"))
+    # the resumed run would start its members from other initialisations: only the checkpoints make it equal
+    monkeypatch.setattr(Boosting, "member_seeds", lambda self, n, label="member": [1000 + i for i in range(n)])
+    b = ek.create_method("boosting", **kw).fit(blobs, run_dir=str(tmp_path / "run"))
+    torch.testing.assert_close(a.predict_proba(blobs.test.x), b.predict_proba(blobs.test.x), rtol=0, atol=0)
     torch.testing.assert_close(a.margins_, b.margins_)
+    fresh = ek.create_method("boosting", **kw).fit(blobs, run_dir=str(tmp_path / "fresh"))
+    assert not torch.equal(fresh.predict_proba(blobs.test.x), a.predict_proba(blobs.test.x))
 
 
 def test_plain_head_warns_and_bad_rule_is_refused(blobs):

@@ -146,16 +146,22 @@ class _Kill(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_after_a_kill_gives_the_same_curve(blobs, tmp_path):
+def test_resume_after_a_kill_gives_the_same_curve(blobs, tmp_path, monkeypatch):
+    from ensemblekit.methods.curves import CurveEnsemble
+
     kw = dict(model=BN_MLP, seed=0, members=2, **{**FAST, "epochs": 3})
     full = ek.create_method("curve_ensemble", **kw).fit(blobs, run_dir=str(tmp_path / "a"))
     with pytest.raises(KeyboardInterrupt):
         ek.create_method("curve_ensemble", **kw).fit(blobs, run_dir=str(tmp_path / "b"), callbacks=[_Kill()])
+    # the resumed run's fresh endpoints would start elsewhere: only the checkpoints make it equal
+    monkeypatch.setattr(CurveEnsemble, "member_seeds", lambda self, n, label="member": [500 + i for i in range(n)])
     resumed = ek.create_method("curve_ensemble", **kw).fit(blobs, run_dir=str(tmp_path / "b"))
     for (k, a), (_, b) in zip(full.curve_.state_tensors().items(), resumed.curve_.state_tensors().items()):
         assert torch.equal(a, b), k
     for k, v in full.ensemble_.state_tensors().items():
         assert torch.equal(v, resumed.ensemble_.state_tensors()[k]), k
+    other = ek.create_method("curve_ensemble", **kw).fit(blobs, run_dir=str(tmp_path / "c"))
+    assert not torch.equal(other.curve_.state_tensors()["end0.features.1.weight"], full.curve_.state_tensors()["end0.features.1.weight"])
 
 
 def test_points_recompute_batchnorm_per_t(blobs):

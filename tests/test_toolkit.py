@@ -110,14 +110,22 @@ def test_early_stopping_stops_and_restores_each_members_best_weights(blobs):
 
 def test_augmentation_mixup_tta_and_dropconnect_train_end_to_end(tmp_path):
     data = ek.load_dataset("digits")
-    method = ek.create_method(
-        "independent", model={"name": "cnn2d", "kwargs": {"channels": [8]}, "dropconnect": 0.1}, members=2,
-        epochs=2, batch_size=64, optimizer={"name": "adam", "lr": 0.01}, progress=False,
-        augment=["hflip", {"name": "crop", "padding": 1}, {"name": "cutout", "size": 2}], mixup=0.2, tta=["identity", "hflip"],
-        data_order="per_member",
-    ).fit(data, run_dir=str(tmp_path))
+    common = dict(members=2, epochs=2, batch_size=64, optimizer={"name": "adam", "lr": 0.01}, progress=False,
+                  augment=["hflip", {"name": "crop", "padding": 1}, {"name": "cutout", "size": 2}], data_order="per_member")
+    model = {"name": "cnn2d", "kwargs": {"channels": [8]}, "dropconnect": 0.1}
+    method = ek.create_method("independent", model=model, mixup=0.2, tta=["identity", "hflip"], **common).fit(data, run_dir=str(tmp_path))
     assert method.history_[-1]["val_acc"] > 0.5
     assert "module.weight" in " ".join(method.ensemble_.groups[0].params)
+    # TTA: the logged validation NLL is that of the average over the image and its mirror, not of the image alone
+    x, y = data.val.tensors()
+    ens = method.ensemble_
+    by_hand = ((ens.predict_proba(x) + ens.predict_proba(x.flip(-1))) / 2).mean(0)
+    logged = method.history_[-1]["val_nll"]
+    assert logged == pytest.approx(float(F.nll_loss(by_hand.log(), y)), rel=1e-5)
+    assert logged != pytest.approx(float(F.nll_loss(ens.predict_proba(x).mean(0).log(), y)), rel=1e-3)
+    # mixup: the same run without it (same seeds, same augmentations) sees other training losses from the first epoch
+    plain = ek.create_method("independent", model=model, tta=["identity", "hflip"], **common).fit(data)
+    assert plain.history_[0]["train_loss"] < method.history_[0]["train_loss"]  # mixed targets are harder to fit
     path = str(tmp_path / "e.safetensors")
     method.ensemble_.save(path)
     back = ek.Ensemble.load(path)  # the DropConnect wrapper is rebuilt from the spec

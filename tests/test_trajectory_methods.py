@@ -86,15 +86,41 @@ def test_swa_is_one_network_with_recomputed_statistics(blobs):
     assert len(swa.ensemble_) == 1 and swa.ensemble_.members_info[0]["averaged_iterates"] == 5
     probs = swa.ensemble_.predict_proba(blobs.test.x)
     assert float((probs[0].argmax(-1) == blobs.test.y).float().mean()) > 0.8
+    # the averaged weights' BatchNorm statistics are those of one pass over the training data
+    # (torch's update_bn on the same weights), not the last iterate's running averages
+    module = swa.ensemble_.member(0)
+    last = swa.last_trainer_.model.member(0)
+    # the network is the average, not the last iterate (a bias before BatchNorm gets no gradient and never moves)
+    assert sum(not torch.equal(v, dict(last.named_parameters())[k]) for k, v in module.named_parameters()) == 5
+    reference = copy.deepcopy(module)
+    update_bn(DataLoader(TensorDataset(blobs.train.x), batch_size=256), reference)
+    buffers = dict(module.named_buffers())
+    for k, v in reference.named_buffers():
+        if "running" in k:
+            torch.testing.assert_close(buffers[k], v, atol=1e-5, rtol=1e-5)
+            assert not torch.allclose(buffers[k], dict(last.named_buffers())[k], atol=1e-3)
 
 
 def test_fge_starts_from_a_trained_run_with_its_optimizer_state(blobs, tmp_path):
     from ensemblekit.training import RunDir
 
-    base = ek.create_method("independent", **SMALL, members=1, epochs=3).fit(blobs, run_dir=str(tmp_path / "pre"))
+    ek.create_method("independent", **SMALL, members=1, epochs=3).fit(blobs, run_dir=str(tmp_path / "pre"))
     state = RunDir(tmp_path / "pre").load_checkpoint("train")
-    assert state["optimizer"]["state"]["0"]["momentum_buffer"].abs().sum() > 0
-    fge = ek.create_method("fge", **SMALL, epochs=2, cycle=4, init_from=str(tmp_path / "pre")).fit(blobs)
+    saved = state["optimizer"]["state"]
+    assert saved["0"]["momentum_buffer"].abs().sum() > 0
+
+    class Moments(ek.Callback):
+        def on_train_start(self, trainer):  # after the warm start, before the first step
+            self.state = {str(k): v["momentum_buffer"].clone() for k, v in trainer.optimizer.state_dict()["state"].items()}
+            self.lr = trainer.optimizer.param_groups[0]["lr"]
+
+    moments = Moments()
+    fge = ek.create_method("fge", **SMALL, epochs=2, cycle=4, init_from=str(tmp_path / "pre")).fit(blobs, callbacks=[moments])
+    # every momentum buffer the pre-run wrote is in FGE's optimizer when it starts; its own rate (a1) is not replaced
+    assert set(moments.state) == set(saved)
+    for k, buf in moments.state.items():
+        assert torch.equal(buf, saved[k]["momentum_buffer"])
+    assert moments.lr == pytest.approx(fge.lr_policy(8)[0](0))
     assert len(fge.ensemble_) == 4  # 16 iterations, cycles of 4, no pre-training
     first = fge.history_[0]
     assert first["train_acc"] > 0.8  # it starts from the trained weights, not from scratch
@@ -103,4 +129,3 @@ def test_fge_starts_from_a_trained_run_with_its_optimizer_state(blobs, tmp_path)
     other = {**SMALL, "model": {"name": "mlp", "kwargs": {"hidden": [7], "batchnorm": True}}}
     with pytest.raises(ek.DataError, match="shape"):
         ek.create_method("fge", **other, epochs=2, init_from=str(tmp_path / "pre")).fit(blobs)
-    assert base.ensemble_ is not None and copy is not None
