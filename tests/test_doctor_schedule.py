@@ -26,7 +26,20 @@ def test_doctor_passes_a_sound_config_and_flags_lr_100(mnist1d, tmp_path):
     bad_cfg = parse_config({**BASE, "train": {**BASE["train"], "optimizer": {"name": "adam", "lr": 100}}}, RunConfig)
     bad = run_doctor(bad_cfg, mnist1d, None)
     assert bad[0].passed and not bad[1].passed and not bad[2].passed
-    assert "beyond the divergence point" in bad[2].detail
+    assert "beyond the divergence point" in bad[2].detail and "lower it" in bad[2].detail
+
+
+def test_doctor_flags_a_rate_far_above_its_suggestion_that_still_trains(mnist1d):
+    # a rate that neither diverges nor fails to overfit, but is > 10x the suggested rate
+    # (digits-like trap: SGD 0.05 passed while suggesting 0.0013): the range check must fail
+    from ensemblekit.experiments.doctor import lr_range_test
+
+    good = lr_range_test(parse_config(BASE, RunConfig), mnist1d, None)
+    lr = 20 * good.value
+    cfg = parse_config({**BASE, "train": {**BASE["train"], "optimizer": {"name": "adam", "lr": lr}}}, RunConfig)
+    check = lr_range_test(cfg, mnist1d, None)
+    assert check.value == pytest.approx(good.value)  # the range test itself does not depend on the configured rate
+    assert not check.passed and "more than 10x the suggestion" in check.detail and "lower it" in check.detail
 
 
 def test_schedule_command_draws_the_policy(tmp_path, capsys):

@@ -3,8 +3,10 @@
 1. The initial loss of a fresh network should be close to ``log(C)`` (uniform predictions).
 2. A network should overfit a tiny subset (two batches) to ~100% training accuracy.
 3. A learning-rate range test (loss vs an exponentially growing rate) locates where
-   training starts to diverge and suggests a rate; a configured rate beyond the
-   divergence point is flagged.
+   training starts to diverge and suggests a rate (a tenth of the rate with the lowest
+   loss, Smith's rule of thumb). The configured rate fails the check when it is more than
+   10x the suggestion or within 3x of the divergence point (or past it); the message says
+   which way to move it.
 """
 
 from __future__ import annotations
@@ -123,13 +125,20 @@ def lr_range_test(cfg: RunConfig, data: Data, out_png: str | None, lr_min: float
     configured = optimizer_lr(cfg.train.optimizer)
     if out_png:
         line_plot({"training loss": (lrs, smooth)}, out_png, "learning rate", "loss (3-step mean)", title=f"LR range test: suggested {suggestion:.2g}", logx=True)
-    limit = diverged_at if diverged_at is not None else lrs[-1]
-    ok = configured <= limit
     detail = f"loss is lowest at lr {lrs[best]:.2g}; suggested lr {suggestion:.2g}"
     if diverged_at is not None:
         detail += f"; diverges from about {diverged_at:.2g}"
-    detail += f"; configured lr {configured:g}" + ("" if ok else " is beyond the divergence point")
-    return Check("learning-rate range test", ok, detail, suggestion)
+    detail += f"; configured lr {configured:g}"
+    problems = []
+    if diverged_at is not None and configured >= diverged_at:
+        problems.append("is beyond the divergence point")
+    elif diverged_at is not None and configured * 3 > diverged_at:
+        problems.append(f"is within 3x of the divergence point ({diverged_at:.2g})")
+    if configured > 10 * suggestion:
+        problems.append("is more than 10x the suggestion")
+    if problems:
+        detail += " " + " and ".join(problems) + f": lower it, towards {suggestion:.2g}"
+    return Check("learning-rate range test", not problems, detail, suggestion)
 
 
 def run_doctor(cfg: RunConfig, data: Data, out_png: str | None = None) -> list[Check]:
