@@ -24,7 +24,7 @@ from .training.config import StrictModel, TrainConfig
 
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "RunConfig", "CompareConfig",
-    "load_yaml", "parse_yaml", "apply_overrides", "parse_config", "load_config",
+    "load_yaml", "parse_yaml", "set_paths", "apply_overrides", "parse_config", "load_config",
 ]
 
 _NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes")
@@ -247,31 +247,51 @@ def load_yaml(path: str) -> dict[str, Any]:
     return raw
 
 
+def set_paths(raw: Mapping[str, Any], values: Mapping[str, Any], full: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``raw`` with each dotted path set to its value (what ``--set path=value`` does).
+
+    Shorthands on the way are expanded (``model: mlp`` -> ``{name: mlp}``); a missing parent
+    is copied from ``full`` (the resolved config) when given, so ``train.optimizer.lr`` keeps
+    the default optimizer's name, else it starts empty.
+
+    Raises:
+        ConfigError: a path runs through a value that is not a mapping.
+    """
+    out = copy.deepcopy(dict(raw))
+    for key, value in values.items():
+        node: dict[str, Any] = out
+        ref: Any = full
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            ref = ref.get(part) if isinstance(ref, Mapping) else None
+            child = node.get(part)
+            if isinstance(child, str):  # shorthand such as data: mnist1d -> {name: mnist1d}
+                child = {"name": child}
+            if child is None:
+                child = copy.deepcopy(dict(ref)) if isinstance(ref, Mapping) else {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is not a mapping (it is {child!r})")
+            node[part] = child
+            node = child
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config dict."""
-    out = copy.deepcopy(raw)
+    values: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, _, text = item.partition("=")
         try:
-            value = parse_yaml(text)
+            values[key.strip()] = parse_yaml(text)
         except yaml.YAMLError:
-            value = text
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if isinstance(child, str):  # shorthand such as data: mnist1d -> {name: mnist1d}
-                child = {"name": child}
-            if child is None:
-                child = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a mapping")
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return out
+            values[key.strip()] = text
+    try:
+        return set_paths(raw, values)
+    except ConfigError as exc:
+        raise ConfigError(f"--set {exc}") from None
 
 
 def parse_config(raw: Mapping[str, Any], kind: type[StrictModel]) -> Any:

@@ -3,7 +3,8 @@
 from .config import ParamSpec, PruneConfig, RefineConfig, SearchSpace, TuneConfig
 from .report import format_trial, write_report
 from .search import TrialReporter, run_tune
-from .space import narrow_param, refine_space, set_paths
+from ...config import set_paths
+from .space import narrow_param, refine_space
 
 __all__ = [
     "ParamSpec", "PruneConfig", "RefineConfig", "SearchSpace", "TuneConfig",

@@ -10,7 +10,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ...config import RunConfig
+from ...config import RunConfig, set_paths
 from ...data.registry import DATASETS
 from ...errors import ConfigError
 from ...methods.base import format_validation_error
@@ -257,17 +257,11 @@ class TuneConfig(StrictModel):
         for name, spec in v.params.items():
             for value in spec.candidates():
                 try:
-                    RunConfig(**_set_paths(raw, {name: value}, full))
+                    RunConfig(**set_paths(raw, {name: value}, full))
                 except (ValidationError, ConfigError) as exc:
                     inner = format_validation_error(exc, root=RunConfig) if isinstance(exc, ValidationError) else str(exc)
                     raise ValueError(f"params.{name}: setting {value!r} there makes base invalid: {inner}") from None
         return v
-
-
-def _set_paths(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-    from .space import set_paths
-
-    return set_paths(*args, **kwargs)
 
 
 def _default_option(dataset: str, option: str) -> Any:

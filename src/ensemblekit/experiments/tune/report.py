@@ -13,13 +13,12 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from ...config import RunConfig
+from ...config import RunConfig, set_paths
 from ...errors import TrainingError
 from ...report.plots import new_figure, save_figure
 from ...report.tables import markdown_table
 from ...serialization import atomic_write_text, write_json
 from .config import _SCALARS, _STAGES, ParamSpec, TuneConfig, _encode, _interrupted, _name_of, _raw
-from .space import set_paths
 
 __all__ = ["write_report", "format_trial"]
 

@@ -33,7 +33,7 @@ import yaml
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from ...config import RunConfig
+from ...config import RunConfig, set_paths
 from ...data.dataset import Data
 from ...data.registry import DATASETS
 from ...errors import ConfigError, EnsembleKitError, TrainingError
@@ -44,7 +44,7 @@ from ..backends import Backend, LocalBackend
 from ..run import run_training
 from .config import _METRIC_KEY, ParamSpec, TuneConfig, _interrupted, _name_of, _raw
 from .optuna_glue import TrialReporter, make_sampler
-from .space import refine_space, set_paths
+from .space import refine_space
 from .report import _best, _record, format_trial, write_report
 
 __all__ = ["TrialReporter", "run_tune", "tune_trial"]  # TrialReporter re-exported from .optuna_glue

@@ -1,8 +1,7 @@
-"""Search-space helpers: setting dotted paths, narrowing ranges for the refine stage."""
+"""Search-space helpers: narrowing ranges for the refine stage (dotted paths are set by :func:`ensemblekit.config.set_paths`)."""
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Mapping
 
@@ -10,34 +9,7 @@ from typing import Any, Mapping
 from ...errors import ConfigError
 from .config import ParamSpec, RefineConfig
 
-__all__ = ["set_paths", "narrow_param", "refine_space"]
-
-
-def set_paths(raw: Mapping[str, Any], values: Mapping[str, Any], full: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A copy of ``raw`` with each dotted path set to its value, as ``--set path=value`` would.
-
-    Shorthands on the way are expanded (``model: mlp`` -> ``{name: mlp}``), and a missing
-    parent is copied from ``full`` (the resolved config) when it is there, so
-    ``train.optimizer.lr`` keeps the default optimizer's name.
-    """
-    out = copy.deepcopy(dict(raw))
-    for key, value in values.items():
-        node: dict[str, Any] = out
-        ref: Any = full
-        *parents, leaf = key.split(".")
-        for part in parents:
-            ref = ref.get(part) if isinstance(ref, Mapping) else None
-            child = node.get(part)
-            if isinstance(child, str):
-                child = {"name": child}
-            if child is None:
-                child = copy.deepcopy(dict(ref)) if isinstance(ref, Mapping) else {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{key}: {part!r} is not a mapping in base (it is {child!r})")
-            node[part] = child
-            node = child
-        node[leaf] = copy.deepcopy(value)
-    return out
+__all__ = ["narrow_param", "refine_space"]
 
 
 # ---------------------------------------------------------------------- refine

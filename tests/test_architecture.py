@@ -1,0 +1,50 @@
+"""The layering the README promises: libraries never import the experiments layer, the engine
+knows models only through the trainable-model protocol, and the tune modules import in one direction."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__import__("ensemblekit").__file__).parent
+LIBRARY = ("methods", "training", "nas", "varhyper", "curves", "metrics", "models", "data")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, as an absolute dotted name (relative imports resolved)."""
+    package = ".".join(("ensemblekit", *path.relative_to(ROOT).parent.parts))
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+@pytest.mark.parametrize("layer", LIBRARY)
+def test_no_library_layer_imports_the_experiments_layer(layer):
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in _imports(p) if m.startswith(("ensemblekit.experiments", "ensemblekit.cli")))
+                 for p in (ROOT / layer).rglob("*.py")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_engine_knows_no_model_class():
+    # training/bn.py is a utility for stacked Ensembles (BatchNorm recomputation), not part of the engine
+    for p in sorted(set((ROOT / "training").glob("*.py")) - {ROOT / "training" / "bn.py"}):
+        mods = _imports(p)
+        assert not any(m.startswith(("ensemblekit.ensemble", "ensemblekit.curves", "ensemblekit.varhyper")) for m in mods), p.name
+        assert "isinstance(" not in p.read_text() or "Ensemble)" not in p.read_text(), p.name
+
+
+def test_tune_config_does_not_import_its_users():
+    assert not any(m.startswith("ensemblekit.experiments.tune.") and not m.startswith("ensemblekit.experiments.tune.config")
+                   for m in _imports(ROOT / "experiments" / "tune" / "config.py"))
