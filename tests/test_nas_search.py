@@ -91,3 +91,23 @@ def test_curve_auc_by_hand():
     # 0 until t=2, 0.5 until t=6, 0.8 until the horizon 10: (4 * 0.5 + 4 * 0.8) / 10
     assert curve_auc([[2.0, 0.5], [6.0, 0.8]], 10.0) == pytest.approx(0.52)
     assert curve_auc([[0.0, 1.0]], 5.0) == pytest.approx(1.0)
+
+
+def test_the_same_seeds_give_the_same_numbers_through_nes_and_compare(blobs, tmp_path):
+    from ensemblekit.config import CompareConfig
+    from ensemblekit.experiments.compare import run_compare
+
+    train = {"epochs": 1, "batch_size": 32, "progress": False, "device": "cpu"}
+    shared = {"search": TINY.model_dump(), "channels": 2, "layers": 2}
+    nes = run_nes(NesConfig(**shared, hyper={"steps": 3}, pool=3, ensemble=2, train=train, seeds=[1], methods=["edgenes", "nes_rs"]),
+                  str(tmp_path / "nes"), data=blobs)
+    cfg = CompareConfig(data="digits", model={"name": "mlp", "kwargs": {"hidden": [4]}}, train=train, budgets=[3], seeds=[1], methods=[
+        {"name": "edgenes", **shared, "hyper": {"steps": 3}, "members": 2},  # 3B: a pool of 3, n = 2
+        {"name": "nes_rs", **shared, "members": 2},
+    ])
+    rows = run_compare(cfg, str(tmp_path / "cmp"), data=blobs).rows
+    assert len(rows) == 2 and not any("failed" in r or "skipped" in r for r in rows)
+    for row in rows:
+        ref = nes["runs"][0]["results"][row["name"]]
+        assert row["test"]["accuracy"] == ref["test_acc"] and row["test"]["nll"] == ref["test_nll"]
+        assert row["details"]["chosen"] == ref["chosen"]

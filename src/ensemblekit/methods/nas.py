@@ -68,9 +68,9 @@ class PoolParams(NasParams):
 class NasMethod(Method):
     """Base class of the architecture-search methods (see the module docstring).
 
-    ``model`` is not used (it defaults to ``darts`` and is only checked against the data):
-    these methods build ``darts`` networks (``channels``, ``layers``) from the genotypes
-    they find; any input of shape ``(F,)``, ``(C, L)`` or ``(C, H, W)`` works. ``train``
+    ``model`` is ignored (a comparison passes its shared model to every method): these
+    methods build ``darts`` networks (``channels``, ``layers``) from the genotypes they
+    find; any input of shape ``(F,)``, ``(C, L)`` or ``(C, H, W)`` works. ``train``
     configures each candidate's training from scratch. A validation split is required.
 
     Attributes (after fit): ``ensemble_`` (members of different architectures), ``pool_``
@@ -83,8 +83,8 @@ class NasMethod(Method):
     Params = NasParams
     test_params: dict[str, Any] = {"search": {"steps": 2, "channels": 2, "nodes": 2, "batch_size": 16}, "channels": 2}
 
-    def __init__(self, model: Any = "darts", **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
+    def __init__(self, model: Any = None, **kwargs: Any) -> None:
+        super().__init__("darts", **kwargs)
 
     # ------------------------------------------------------------------ for subclasses
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
