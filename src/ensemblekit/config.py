@@ -250,30 +250,47 @@ def load_yaml(path: str) -> dict[str, Any]:
 def set_paths(raw: Mapping[str, Any], values: Mapping[str, Any], full: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A copy of ``raw`` with each dotted path set to its value (what ``--set path=value`` does).
 
-    Shorthands on the way are expanded (``model: mlp`` -> ``{name: mlp}``); a missing parent
-    is copied from ``full`` (the resolved config) when given, so ``train.optimizer.lr`` keeps
-    the default optimizer's name, else it starts empty.
+    A number in a path indexes a list (``methods.2.members``). Shorthands on the way are
+    expanded (``model: mlp`` -> ``{name: mlp}``); a missing parent is copied from ``full``
+    (the resolved config) when given, so ``train.optimizer.lr`` keeps the default
+    optimizer's name, else it starts empty.
 
     Raises:
-        ConfigError: a path runs through a value that is not a mapping.
+        ConfigError: a path runs through a value that is neither a mapping nor a list it can index.
     """
     out = copy.deepcopy(dict(raw))
     for key, value in values.items():
-        node: dict[str, Any] = out
+        node: Any = out
         ref: Any = full
         *parents, leaf = key.strip().split(".")
         for part in parents:
+            if isinstance(node, list):
+                if not (part.isdigit() and int(part) < len(node)):
+                    raise ConfigError(f"{key}: {part!r} is not an index of a list of {len(node)}")
+                ref = ref[int(part)] if isinstance(ref, list) and int(part) < len(ref) else None
+                child = node[int(part)]
+                if isinstance(child, str):
+                    child = node[int(part)] = {"name": child}
+                node = child
+                continue
             ref = ref.get(part) if isinstance(ref, Mapping) else None
             child = node.get(part)
             if isinstance(child, str):  # shorthand such as data: mnist1d -> {name: mnist1d}
                 child = {"name": child}
             if child is None:
-                child = copy.deepcopy(dict(ref)) if isinstance(ref, Mapping) else {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{key}: {part!r} is not a mapping (it is {child!r})")
+                child = copy.deepcopy(ref) if isinstance(ref, (Mapping, list)) else {}
+            if not isinstance(child, (dict, list)):
+                raise ConfigError(f"{key}: {part!r} is not a mapping (it is {type(child).__name__} {child!r})")
             node[part] = child
             node = child
-        node[leaf] = copy.deepcopy(value)
+        if isinstance(node, list):
+            if not (leaf.isdigit() and int(leaf) < len(node)):
+                raise ConfigError(f"{key}: {leaf!r} is not an index of a list of {len(node)}")
+            node[int(leaf)] = copy.deepcopy(value)
+        elif isinstance(node, dict):
+            node[leaf] = copy.deepcopy(value)
+        else:
+            raise ConfigError(f"{key}: cannot set {leaf!r} inside {type(node).__name__} {node!r}")
     return out
 
 

@@ -137,7 +137,7 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     md = comparison_markdown(ok, methods, cfg.budgets, title=title)
     failed = [r for r in rows if "failed" in r]
     if failed:
-        md += "\n## Failed cells\n\n" + "\n".join(f"- {r['method']} {r['budget']}B seed {r['seed']}: {r['failed']}" for r in failed) + "\n"
+        md += "\n\n## Failed cells\n\n" + "\n".join(f"- {r['method']} {r['budget']}B seed {r['seed']}: {r['failed']}" for r in failed) + "\n"
     version = code_version()
     md += f"\n_Produced by ensemblekit {version['ensemblekit']} (commit {version['commit']})._\n"
     atomic_write_text(os.path.join(out_dir, "results.md"), md)
