@@ -2,7 +2,7 @@
 
 Trains, for each optimizer recipe (Adam; SGD with momentum) and each variant (one model,
 SSE, SWA, FGE with several a1/a2 factors, cycle lengths and pre-training shares), one
-30-epoch budget per seed, and prints the mean test error. METHODS.md §3 asks that FGE's
+30-epoch budget per seed, and prints the mean test error. FGE's
 defaults be measured on the data at hand rather than copied from CIFAR.
 
     python benchmarks/fge_defaults.py --seeds 0 1

@@ -1,4 +1,4 @@
-"""Margin boosting (METHODS.md §5): discounted loss, discount rules, frozen head, margins, the method."""
+"""Margin boosting (docs/methods.md, boosting): discounted loss, discount rules, frozen head, margins, the method."""
 
 from __future__ import annotations
 

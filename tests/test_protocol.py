@@ -149,6 +149,13 @@ def test_what_shared_tensors_rule_out_is_refused_with_a_reason(blobs):
     with pytest.raises(ConfigError, match="optimizer.per_member needs per-member parameters"):
         Trainer(AllShared(8, 4, 3, m=2), blobs, {"epochs": 1, "optimizer": {"name": "sgd", "lr": 0.1, "per_member": {"lr": [0.1, 0.2]}}})
 
+    class SelfRegularised(SharedTrunk):  # like a curve, whose decay acts on phi(t), not on its bends
+        def param_groups(self):
+            return [ParamGroup(g.name, g.params, g.members, regularized=False) for g in super().param_groups()]
+
+    with pytest.raises(ConfigError, match="train.penalties do not apply to SelfRegularised"):
+        Trainer(SelfRegularised(8, 4, 3, m=2), blobs, {"epochs": 1, "penalties": {"l2": 0.1}})
+
 
 def test_an_ensemble_describes_its_groups_by_member_slices():
     a = model_factory({"name": "mlp", "kwargs": {"hidden": [4]}}, input_shape=(8,), num_classes=3)

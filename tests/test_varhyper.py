@@ -1,4 +1,4 @@
-"""Variational hypernetwork (METHODS.md §7): KL, forms, pruning, complexity control, resume, surface."""
+"""Variational hypernetwork (docs/methods.md, varhyper): KL, forms, pruning, complexity control, resume, surface."""
 
 from __future__ import annotations
 

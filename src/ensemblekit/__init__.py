@@ -17,7 +17,7 @@ from .methods import Method, create_method, list_methods, register_method
 from .metrics import evaluate_probs
 from .metrics.evaluate import evaluate
 from .models import create_model, list_models, register_model
-from .training import Callback, RunDir, TrainConfig, Trainer, schedules
+from .training import Callback, ParamGroup, RunDir, TrainableModel, TrainConfig, Trainer, schedules
 from . import curves, nas, varhyper  # method-specific building blocks: ek.curves, ek.nas, ek.varhyper
 
 __version__ = "0.1.0"
@@ -29,7 +29,7 @@ __all__ = [
     "Method", "create_method", "list_methods", "register_method",
     "evaluate", "evaluate_probs",
     "create_model", "list_models", "register_model",
-    "Callback", "RunDir", "TrainConfig", "Trainer", "schedules",
+    "Callback", "ParamGroup", "RunDir", "TrainableModel", "TrainConfig", "Trainer", "schedules",
     "curves", "nas", "varhyper",
     "__version__",
 ]

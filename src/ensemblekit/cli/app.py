@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
@@ -9,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "console", "err_console", "SetOpt", "RunDirOpt", "table", "open_experiment"]
+__all__ = ["app", "console", "err_console", "SetOpt", "RunDirOpt", "table", "open_experiment", "with_backend_options"]
 
 app = typer.Typer(
     add_completion=False,
@@ -64,3 +66,39 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> Table:
     for r in rows:
         t.add_row(*[str(x) for x in r])
     return t
+
+
+_BACKEND_OPTIONS = {
+    "backend": typer.Option(None, "--backend", help="local (one run after another here) | ray (runs as Ray tasks; pip install "
+                                                    "'ensemblekit\\[ray]'). Default: local, or the config's `backend`."),
+    "address": typer.Option(None, "--address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local Ray instance."),
+    "cpus_per_run": typer.Option(None, "--cpus-per-run", help="CPUs (and torch threads) each run reserves on Ray (default 1)."),
+    "gpus_per_run": typer.Option(None, "--gpus-per-run", help="GPUs each run reserves on Ray (default 0; 1 = one run per GPU)."),
+}
+_BACKEND_TYPES = {"backend": Optional[str], "address": Optional[str], "cpus_per_run": Optional[float], "gpus_per_run": Optional[float]}
+
+
+def with_backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the scale-out options ``--backend/--address/--cpus-per-run/--gpus-per-run``.
+
+    The command declares a ``backend_for`` parameter instead and calls ``backend_for(default)``
+    (``default``: the config's backend, or ``local``) to get the execution backend; a Ray
+    option given without ``--backend ray`` is refused there with one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, backend: Optional[str] = None, address: Optional[str] = None, cpus_per_run: Optional[float] = None,
+                gpus_per_run: Optional[float] = None, **kwargs: Any) -> Any:
+        from ..experiments.backends import backend_from_cli
+
+        def backend_for(default: str = "local") -> Any:
+            return backend_from_cli(backend or default, address, cpus_per_run, gpus_per_run)
+
+        return fn(*args, backend_for=backend_for, **kwargs)
+
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.name != "backend_for"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=_BACKEND_TYPES[name])
+               for name, opt in _BACKEND_OPTIONS.items()]
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "backend_for"}, **_BACKEND_TYPES}
+    return wrapper

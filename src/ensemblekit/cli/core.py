@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 
 from ..errors import ConfigError
-from .app import SetOpt, app, console, err_console, table as _table
+from .app import SetOpt, app, console, err_console, table as _table, with_backend_options
 
 @app.command("list")
 def list_cmd() -> None:
@@ -103,23 +103,13 @@ def evaluate(
     console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
 
 
-# scale-out options shared by compare and tune (experiments/backends.py, experiments/ray_backend.py)
-BackendOpt = typer.Option("local", "--backend", help="local (one run after another here) | ray (runs as Ray tasks; pip install 'ensemblekit\\[ray]').")
-AddressOpt = typer.Option(None, "--address", help="Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local Ray instance.")
-CpusOpt = typer.Option(None, "--cpus-per-run", help="CPUs (and torch threads) each run reserves on Ray (default 1).")
-GpusOpt = typer.Option(None, "--gpus-per-run", help="GPUs each run reserves on Ray (default 0; 1 = one run per GPU).")
-ConfigBackendOpt = typer.Option(None, "--backend", help="local | ray: where the independent trainings run (default: the config's `backend`).")
-
-
 @app.command()
+@with_backend_options
 def compare(
     config: str = typer.Argument(..., help="YAML config with data, model, train, budgets, seeds, methods."),
     set_: Optional[List[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
-    backend: str = BackendOpt,
-    address: Optional[str] = AddressOpt,
-    cpus_per_run: Optional[float] = CpusOpt,
-    gpus_per_run: Optional[float] = GpusOpt,
+    backend_for: Any = None,
 ) -> None:
     """Compare methods x budgets x seeds: results.json, results.md (mean ± std tables) and plots.
 
@@ -127,11 +117,10 @@ def compare(
     With --backend ray the cells run as Ray tasks (--out must be a folder every node sees).
     """
     from ..config import CompareConfig, load_config
-    from ..experiments.backends import backend_from_cli
     from ..experiments.compare import run_compare
 
     cfg = load_config(config, CompareConfig, set_ or [])
-    runner = backend_from_cli(backend, address, cpus_per_run, gpus_per_run)
+    runner = backend_for()
     out_dir = out or cfg.out
     data = cfg.data.load()
     n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds)

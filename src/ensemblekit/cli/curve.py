@@ -1,4 +1,4 @@
-"""``ensemblekit curve CONFIG.yaml``: mode-connecting curves between two networks (METHODS.md §4)."""
+"""``ensemblekit curve CONFIG.yaml``: mode-connecting curves between two networks (docs/methods.md, curve_ensemble)."""
 
 from __future__ import annotations
 

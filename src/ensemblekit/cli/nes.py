@@ -1,32 +1,28 @@
-"""``ensemblekit nes CONFIG.yaml``: EdgeNES and its baselines (METHODS.md §6)."""
+"""``ensemblekit nes CONFIG.yaml``: EdgeNES and its baselines (docs/methods.md, edgenes)."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
-from .core import AddressOpt, ConfigBackendOpt, CpusOpt, GpusOpt
+from .app import RunDirOpt, SetOpt, app, console, open_experiment, table, with_backend_options
 
 
 @app.command()
+@with_backend_options
 def nes(
     config: str = typer.Argument(..., help="YAML config (see configs/nes_mnist1d.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
-    backend: Optional[str] = ConfigBackendOpt,
-    address: Optional[str] = AddressOpt,
-    cpus_per_run: Optional[float] = CpusOpt,
-    gpus_per_run: Optional[float] = GpusOpt,
+    backend_for: Any = None,
 ) -> None:
     """DARTS search, hypernetwork, pool sampling and retraining, ensemble selection; EdgeNES vs NES-RS, DARTS ensembles and the other baselines."""
-    from ..experiments.backends import backend_from_cli
     from ..experiments.nes import NesConfig, run_nes
     from ..report.nes_plots import LABELS
 
     cfg, target, data = open_experiment(config, set_, NesConfig, run_dir)
-    out = run_nes(cfg, target, data=data, backend=backend_from_cli(backend or cfg.backend, address, cpus_per_run, gpus_per_run))
+    out = run_nes(cfg, target, data=data, backend=backend_for(cfg.backend))
     rows = [[LABELS.get(m, m), f"{s['acc_mean']:.2f} ± {s['acc_std']:.2f}", f"{100 - s['acc_mean']:.2f}", f"{s['find_s']:.0f}", f"{s['retrain_s']:.0f}"]
             for m, s in out["summary"].items()]
     console.print(table(f"ensembles of {cfg.ensemble} from pools of {cfg.pool}, {data.name} test split, {len(cfg.seeds)} seed(s)",

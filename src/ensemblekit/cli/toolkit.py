@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from .app import SetOpt, app, console, err_console, table as _table
-from .core import AddressOpt, BackendOpt, CpusOpt, GpusOpt
+from .app import SetOpt, app, console, err_console, table as _table, with_backend_options
 
 
 @app.command()
@@ -47,14 +46,12 @@ def doctor(
 
 # --- tune: hyperparameter search (experiments/tune.py) -------------------------------------
 @app.command("tune")
+@with_backend_options
 def tune_cmd(
     config: str = typer.Argument(..., help="YAML config with base (a train config), search and out."),
     set_: Optional[List[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
-    backend: str = BackendOpt,
-    address: Optional[str] = AddressOpt,
-    cpus_per_run: Optional[float] = CpusOpt,
-    gpus_per_run: Optional[float] = GpusOpt,
+    backend_for: Any = None,
 ) -> None:
     """Hyperparameter search (optuna): TPE, random or grid, pruning, coarse-to-fine.
 
@@ -66,11 +63,10 @@ def tune_cmd(
     from rich.markup import escape
 
     from ..config import apply_overrides, load_yaml, parse_config
-    from ..experiments.backends import backend_from_cli
     from ..experiments.tune import TuneConfig, format_trial, run_tune
 
     cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), TuneConfig)
-    runner = backend_from_cli(backend, address, cpus_per_run, gpus_per_run)
+    runner = backend_for()
     out_dir = out or cfg.out
     s = cfg.search
     refine = f", then {s.refine.trials} refine trials" if s.refine else ""

@@ -1,31 +1,27 @@
-"""``ensemblekit varhyper CONFIG.yaml``: a variational hypernetwork family vs per-lambda baselines (METHODS.md §7)."""
+"""``ensemblekit varhyper CONFIG.yaml``: a variational hypernetwork family vs per-lambda baselines (docs/methods.md, varhyper)."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from .app import RunDirOpt, SetOpt, app, console, open_experiment, table
-from .core import AddressOpt, ConfigBackendOpt, CpusOpt, GpusOpt
+from .app import RunDirOpt, SetOpt, app, console, open_experiment, table, with_backend_options
 
 
 @app.command()
+@with_backend_options
 def varhyper(
     config: str = typer.Argument(..., help="YAML config (see configs/varhyper_digits.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
-    backend: Optional[str] = ConfigBackendOpt,
-    address: Optional[str] = AddressOpt,
-    cpus_per_run: Optional[float] = CpusOpt,
-    gpus_per_run: Optional[float] = GpusOpt,
+    backend_for: Any = None,
 ) -> None:
     """Train hypernetworks over lambda and separate variational / L2 nets per lambda; prune; tables and plots."""
-    from ..experiments.backends import backend_from_cli
     from ..experiments.varhyper import VarHyperConfig, run_varhyper
 
     cfg, target, data = open_experiment(config, set_, VarHyperConfig, run_dir)
-    results = run_varhyper(cfg, target, data=data, backend=backend_from_cli(backend or cfg.backend, address, cpus_per_run, gpus_per_run))
+    results = run_varhyper(cfg, target, data=data, backend=backend_for(cfg.backend))
     shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.8)] or [0]
     rows = []
     for kind, s in results["summary"].items():

@@ -1,4 +1,4 @@
-"""Mode-connecting curves (Garipov et al. 2018; METHODS.md §4): Bezier and polygonal-chain
+"""Mode-connecting curves (Garipov et al. 2018; docs/methods.md, curve_ensemble): Bezier and polygonal-chain
 curves between two trained networks, evaluation along ``t``, and curve ensembles."""
 
 from .endpoints import check_same_architecture, curve_from_ensembles, curve_from_files

@@ -3,7 +3,7 @@
 Every point is evaluated as a member of one stacked :class:`~ensemblekit.ensemble.Ensemble`
 (``M = len(ts)``): its BatchNorm statistics are recomputed by one pass over the training
 data at that ``t`` with a cumulative average (:func:`~ensemblekit.training.bn.recompute_bn`),
-then train loss/error and test error/NLL are measured. METHODS.md §4.
+then train loss/error and test error/NLL are measured. docs/methods.md (curve_ensemble).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def curve_ensemble(curve: CurveModel, k: int, train: Split, ts: Sequence[float] 
     Args:
         k: members (>= 1). ts: their t values (default ``k`` evenly spaced values in [0, 1]
             including both endpoints; ``k = 1`` is the midpoint). The default is this
-            library's resolution of "multi-point curve ensembles" in METHODS.md §4.
+            library's reading of "multi-point curve ensembles" (docs/methods.md, curve_ensemble).
     """
     if k < 1:
         raise ConfigError(f"a curve ensemble needs k >= 1 members, got {k}")

@@ -1,4 +1,4 @@
-"""A mode-connecting curve over the parameters of any ``nn.Module`` (METHODS.md §4).
+"""A mode-connecting curve over the parameters of any ``nn.Module`` (docs/methods.md, curve_ensemble).
 
 ``phi(t) = sum_j c_j(t) theta_j`` with ``theta_0 = w0``, ``theta_{k-1} = w1`` fixed and
 the ``k - 2`` bends in between free; the network at ``t`` runs through
@@ -44,7 +44,7 @@ class CurveModel:
         curve: ``bezier``, ``polychain`` or a callable ``(t, k) -> (k,)`` coefficients.
         weight_decay: ``0.5 * weight_decay * ||phi(t)||^2`` over all parameters at the
             sampled point, added to the loss by :meth:`regularized` (default 0; >= 0).
-            The resolution of METHODS.md §4: decay acts on the point, not on each bend.
+            Decay acts on the point, not on each bend (docs/methods.md, curve_ensemble).
         eval_t: the ``t`` used by calls in eval mode (default 0.5).
         spec: JSON-able model spec (kept so point ensembles can be saved and reloaded).
 

@@ -5,7 +5,7 @@ in [0, 1] and ``k >= 2`` bends (``theta_0 = w0`` and ``theta_{k-1} = w1`` are th
 endpoints). It must be exact at the ends, ``c(0) = e_0`` and ``c(1) = e_{k-1}`` (checked by :func:`check_parametrization`), so the curve passes
 through both endpoints. Pass your own callable to :class:`~ensemblekit.curves.CurveModel`
 to try another family. Garipov et al., "Loss Surfaces, Mode Connectivity, and Fast
-Ensembling of DNNs" (NeurIPS 2018); METHODS.md §4.
+Ensembling of DNNs" (NeurIPS 2018); docs/methods.md (curve_ensemble).
 """
 
 from __future__ import annotations

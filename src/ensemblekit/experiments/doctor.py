@@ -1,4 +1,5 @@
-"""``ensemblekit doctor``: the lecture's first sanity checks before a long run (METHODS.md §8).
+"""``ensemblekit doctor``: the first sanity checks of a training recipe, before a long run
+(Karpathy, "A Recipe for Training Neural Networks", 2019; docs/methods.md, the training toolkit).
 
 1. The initial loss of a fresh network should be close to ``log(C)`` (uniform predictions).
 2. A network should overfit a tiny subset (two batches) to ~100% training accuracy.

@@ -1,10 +1,10 @@
-"""Margin boosting of deep networks with a discounted loss and a frozen last layer (METHODS.md §5).
+"""Margin boosting of deep networks with a discounted loss and a frozen last layer (docs/methods.md, boosting).
 
 Members train one after another, each from a fresh initialisation, on the discounted
 cross-entropy ``L(f, g)`` (the true-class logit lowered by ``g_i``); after each member its
 training margins ``m = f_y - max_{j != y} f_j`` (eval mode, no augmentation) go into the
 history and the discount rule gives the next member's ``g``. Predictions average member
-probabilities. Paper: seed 000 (and the author's thesis and code for the repaired formulas).
+probabilities. Paper: Shokorov, "Boosting of deep neural-network ensembles" (MIPT, 2023), with the formulas as the author's thesis and code state them; docs/methods.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Boosting(Method):
     when the model's last Linear trains. Each member's discount is checked against
     Theorem 1's bound ``(2/K)||W||_1`` of its own frozen head (a warning when exceeded).
 
-    Resolutions of METHODS.md ambiguities: the first member uses ``initial_discount``
+    Choices where the sources are open (docs/methods.md): the first member uses ``initial_discount``
     (``g0``, default 0: plain cross-entropy), also for the ``constant`` rule (set
     ``initial_discount = discount_c`` to discount every member); each member has its own
     initialisation seed and data-order seed; margins are those of the single member (not of

@@ -61,7 +61,7 @@ def curve_stage_config(train: TrainConfig, epochs: int) -> tuple[TrainConfig, fl
 
 @register_method("curve_ensemble")
 class CurveEnsemble(Method):
-    """Ensembles of networks on a mode-connecting curve (METHODS.md §4).
+    """Ensembles of networks on a mode-connecting curve (docs/methods.md, curve_ensemble).
 
     Train two endpoints independently (stage ``endpoints``, like ``independent`` with two
     members) or load them from ``endpoints``; fit a curve between them (stage ``curve``:

@@ -1,4 +1,4 @@
-"""Discount rules of margin boosting (METHODS.md §5): the next member's per-object discount
+"""Discount rules of margin boosting (docs/methods.md, boosting): the next member's per-object discount
 from the training margins of the members before it.
 
 A rule is any callable ``rule(history) -> g`` where ``history`` is the list of margin
@@ -6,8 +6,8 @@ vectors ``[m_1, ..., m_t]`` (each ``(N,)``, member t's margins on the training s
 order) and ``g`` is the ``(N,)`` discount of member ``t + 1``. The first member gets the
 method's ``initial_discount`` (``g0``) because there is no history yet.
 
-Paper: seed 000 (margin boosting with a discounted loss); formulas repaired from the
-author's thesis and code as METHODS.md §5 states them.
+Paper: Shokorov, "Boosting of deep neural-network ensembles" (MIPT, 2023), with the
+formulas as the author's thesis and code state them (docs/methods.md, boosting).
 """
 
 from __future__ import annotations

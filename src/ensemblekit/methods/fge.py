@@ -47,7 +47,7 @@ class FGEParams(StrictModel):
 
 @register_method("fge")
 class FGE(Method):
-    """Fast Geometric Ensembling (METHODS.md §3).
+    """Fast Geometric Ensembling (docs/methods.md, fge).
 
     Pre-train one network with ``train.schedule`` (the policy of a ``budget_epochs`` run,
     stopped after a fraction ``pretrain`` of it), then follow the cyclic piecewise-linear
@@ -66,7 +66,7 @@ class FGE(Method):
         a1, a2: the largest and smallest rates (a1 > a2 > 0); by default ``a1_factor``
             (2.0) and ``a2_factor`` (0.02) times the optimizer's ``lr`` — a wide range and
             short cycles, chosen by measurement on MNIST-1D (the paper's CIFAR values
-            a1 = lr0/2, a2 = lr0/10 gave no gain there; METHODS.md §3).
+            a1 = lr0/2, a2 = lr0/10 gave no gain there; docs/methods.md, fge).
         init_from: a run directory written by ``ensemblekit train`` to start from instead
             of pre-training (its final weights and optimizer state are loaded).
         keep: use only the last ``keep`` members.

@@ -23,7 +23,7 @@ class Independent(Method):
     All members train together in one vectorised pass (stacked parameters, ``vmap``);
     each has its own initialisation seed, and with ``data_order="per_member"`` or
     ``"bootstrap"`` (bagging) its own data order. Budget: M members of E epochs cost
-    M*E epochs (METHODS.md §1).
+    M*E epochs (docs/methods.md, independent).
 
     Args:
         members: M (>= 1; default 5).

@@ -23,7 +23,7 @@ __all__ = ["Snapshot"]
 @register_method("snapshot")
 class Snapshot(Method):
     """One network trained with cosine annealing with warm restarts; the weights at the end
-    of every cycle (learning rate at its minimum) are the members (METHODS.md §2).
+    of every cycle (learning rate at its minimum) are the members (docs/methods.md, snapshot).
 
     Per iteration inside a cycle of T iterations: ``lr(t) = min_lr + 0.5 (lr0 - min_lr)
     (1 + cos(pi t / T))``, ``t = step mod T``, where ``lr0`` is the optimizer's ``lr``.

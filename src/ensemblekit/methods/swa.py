@@ -36,6 +36,9 @@ class SWA(FGE):
     averaging phase uses that constant rate instead of the cycles (averaging once per cycle).
 
     Args: those of :class:`FGE`, plus ``swa_lr``.
+
+    Paper: Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
+    Generalization", UAI 2018; docs/methods.md (swa).
     """
 
     Params = SWAParams

@@ -22,7 +22,7 @@ def predict_proba(ensemble: "Ensemble", split: "Split", tta: Sequence[Transform]
     """Per-member probabilities ``(M, N, C)``; with ``tta``, the mean over the transformed inputs.
 
     Test-time augmentation averages each member's predictive distribution over a fixed
-    set of deterministic transforms (the lecture's "marginalisation" over augmentations).
+    set of deterministic transforms (marginalising the prediction over augmentations).
     """
     if not tta:
         return ensemble.predict_proba(split, batch_size=batch_size)

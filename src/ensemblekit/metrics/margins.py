@@ -1,4 +1,4 @@
-"""Margins of ensemble members: ``m = f_y - max_{j != y} f_j`` on logits (METHODS.md §5)."""
+"""Margins of ensemble members: ``m = f_y - max_{j != y} f_j`` on logits (docs/methods.md, boosting)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A frozen last layer for margin boosting (METHODS.md §5, seed 000).
+"""A frozen last layer for margin boosting (Shokorov 2023; docs/methods.md, boosting).
 
 Lemma 1 of the seed: if the last linear layer ``W`` trains, growing ``||W||`` meets any
 discount without changing the decision, so boosting needs ``W`` frozen. The author's head

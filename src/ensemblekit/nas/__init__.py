@@ -1,5 +1,5 @@
 """Neural architecture search: the DARTS space (1-D and 2-D), first-order DARTS, EdgeNES's
-hypernetwork over architectures, ensemble selection from a pool (METHODS.md §6).
+hypernetwork over architectures, ensemble selection from a pool (docs/methods.md, edgenes).
 
 The search loops live in :mod:`ensemblekit.nas.search` (not imported here: it needs the
 training package, which imports the model registry, which imports this package)."""

@@ -2,7 +2,7 @@
 between K learned logit sets.
 
 Paper: Babkin & Bakhteev, "Differentiable search of neural-network ensembles with diversity
-control" (seed 001, METHODS.md §6).
+control" (MIPT 2024; docs/methods.md, edgenes).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every operation maps ``(B, C_in, *spatial)`` to ``(B, C_out, *ceil(spatial / stride))``:
 with stride 2 all of them halve each spatial size (rounding up), so odd sizes such as
 MNIST-1D's 40 -> 20 -> 10 or digits' 8 -> 4 -> 2 -> 1 work. ``none`` (the zero operation of
-the original DARTS space) is left out, as METHODS.md §6 asks: node inputs are weighted
+the original DARTS space) is left out (docs/methods.md, edgenes): node inputs are weighted
 by the per-node softmax over beta instead (edge normalisation, PC-DARTS).
 
 Paper: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search", ICLR 2019.

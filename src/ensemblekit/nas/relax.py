@@ -128,12 +128,12 @@ def star_targets(star: Genotype, tau: float = 0.99) -> tuple[torch.Tensor, torch
 
 
 def soft_common_edges(op_weights: torch.Tensor, input_khot: torch.Tensor, star: Genotype, tau: float = 0.99) -> torch.Tensor:
-    """The soft number of edges shared with ``star`` (METHODS.md §6):
+    """The soft number of edges shared with ``star`` (docs/methods.md, edgenes):
 
     ``s = sum_cells sum_nodes sum_{p in parents*(n)} <GS(alpha_(n,p)), smooth(alpha*_(n,p))> * K_n[p]``
 
-    where ``K_n`` is the relaxed top-k sample of node ``n``'s input logits. METHODS.md
-    writes ``GS(beta_n)[p]``, a relaxed *one*-hot; with 2 kept inputs per node that caps
+    where ``K_n`` is the relaxed top-k sample of node ``n``'s input logits. The paper's
+    formula has ``GS(beta_n)[p]``, a relaxed *one*-hot; with 2 kept inputs per node that caps
     every node at one shared edge and its zero-temperature limit is not the discrete
     count, so the relaxed k-hot (k = inputs kept per node) is used; it is GS for k = 1.
 

@@ -7,7 +7,7 @@ check. A finished stage is saved atomically (safetensors + JSON) in the run dire
 skipped on resume; a stage interrupted half-way restarts from its beginning.
 
 Paper: Liu, Simonyan & Yang, "DARTS", ICLR 2019 (first-order variant); Babkin & Bakhteev
-(seed 001, METHODS.md §6) for the hypernetwork objective.
+(MIPT 2024; docs/methods.md, edgenes) for the hypernetwork objective.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class SearchConfig(StrictModel):
 
 
 class HyperConfig(StrictModel):
-    """The hypernetwork and its training (METHODS.md §6 step 3).
+    """The hypernetwork and its training (docs/methods.md, edgenes, step 3).
 
     Args:
         pivots: K (>= 2; default 5).
@@ -251,12 +251,12 @@ def _relaxed_sample(alpha: torch.Tensor, beta: torch.Tensor, nodes: int, keep: i
 
 def train_hypernet(net: SearchNetwork, data: Data, star: SearchResult, search: SearchConfig, cfg: HyperConfig, seed: int,
                    run_dir: str | None = None) -> HypernetResult:
-    """Train ``alpha(lambda, a)`` (METHODS.md §6 step 3) from DARTS's supernet and alpha*.
+    """Train ``alpha(lambda, a)`` (docs/methods.md, edgenes, step 3) from DARTS's supernet and alpha*.
 
     Each step draws ``lambda ~ U(0, Lambda)``, a relaxed architecture sample of the
     hypernetwork's logits at lambda (Gumbel-softmax per edge, relaxed top-k per node), its
     soft common-edge count ``s`` with alpha* (:func:`~ensemblekit.nas.relax.soft_common_edges`;
-    the relaxed k-hot instead of METHODS.md's one-hot GS(beta), see there), and steps the
+    the relaxed k-hot instead of a one-hot GS(beta), see there), and steps the
     hypernetwork on ``CE_val + c (lambda - s)^2``; then the supernet weights take a CE step on
     the training half with a fresh sample at the same lambda. The node's input weights fed to
     the supernet are the k-hot divided by ``keep``, the scale the search used.

@@ -1,4 +1,4 @@
-"""Plots of margin boosting (METHODS.md §5): training-margin histograms after each round,
+"""Plots of margin boosting (docs/methods.md, boosting): training-margin histograms after each round,
 the mean discount per round, and test error against the number of members."""
 
 from __future__ import annotations

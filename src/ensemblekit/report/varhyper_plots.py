@@ -1,4 +1,4 @@
-"""Plots of the variational hypernetwork experiment (METHODS.md §7).
+"""Plots of the variational hypernetwork experiment (docs/methods.md, varhyper).
 
 - ``varhyper_pruning.png``: test accuracy vs share of pruned weights, one panel per model
   kind (hypernetwork forms, separate variational nets, L2 nets), one curve per lambda;

@@ -36,7 +36,7 @@ from .early_stopping import EarlyStopping
 from .flops import flop_counter
 from .layout import ParamLayout, per_member_hparams
 from .optim import build_optimizer, optimizer_lr
-from .penalties import member_penalties
+from .penalties import check_penalties, member_penalties
 from .protocol import TrainableModel, check_trainable, shared_tensor_names
 from .schedules import Schedule, build_schedule, lambda_lr
 
@@ -154,9 +154,8 @@ class Trainer:
         self.schedule = schedule or build_schedule(
             self.config.schedule, lr=self.base_lr, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch
         )
-        if self.config.penalties.active and not any(g.regularized for g in self.model.param_groups()):
-            raise ConfigError(f"{stage}: train.penalties do not apply to {type(self.model).__name__}: it regularises its own parameters "
-                              "(a curve's weight decay acts on phi(t), a hypernetwork's KL term on its family); remove train.penalties")
+        if self.config.penalties.active:
+            check_penalties(self.model, stage)
         self.layout = ParamLayout(self.model, per_member_hparams(self.config.optimizer, m))
         self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
         self.augment = build_augment(self.config.augment, data.input_shape)

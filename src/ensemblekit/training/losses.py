@@ -1,4 +1,4 @@
-"""The discounted (margin) cross-entropy of margin boosting (METHODS.md §5, seed 000).
+"""The discounted (margin) cross-entropy of margin boosting (Shokorov 2023; docs/methods.md, boosting).
 
 ``L(f, g) = mean_i -log( e^{f_yi - g_i} / (e^{f_yi - g_i} + sum_{j != yi} e^{f_j}) )``:
 cross-entropy after subtracting the per-object discount ``g_i`` from the true-class

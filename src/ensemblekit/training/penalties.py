@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .config import PenaltyConfig
 from .protocol import TrainableModel
 
-__all__ = ["l2_penalty", "l1_penalty", "elastic_net_penalty", "weight_elimination_penalty", "member_penalties"]
+__all__ = ["l2_penalty", "l1_penalty", "elastic_net_penalty", "weight_elimination_penalty", "member_penalties", "check_penalties"]
 
 
 def l2_penalty(w: torch.Tensor, strength: float) -> torch.Tensor:
@@ -63,6 +63,13 @@ def _penalties_of(tensors: Iterable[torch.Tensor], cfg: PenaltyConfig, members: 
     return total if total is not None else torch.zeros(members)
 
 
+def check_penalties(model: TrainableModel, where: str = "train") -> None:
+    """Raise a ConfigError when no parameter group of ``model`` takes ``train.penalties``."""
+    if not any(g.regularized for g in model.param_groups()):
+        raise ConfigError(f"{where}: train.penalties do not apply to {type(model).__name__}: it regularises its own parameters "
+                          "(a curve's weight decay acts on phi(t), a hypernetwork's KL term on its family); remove train.penalties")
+
+
 def member_penalties(model: TrainableModel, cfg: PenaltyConfig, params: Sequence[Mapping[str, torch.Tensor]] | None = None) -> torch.Tensor:
     """The configured penalties of every member, ``(M,)``, on the trainable parameters.
 
@@ -81,9 +88,7 @@ def member_penalties(model: TrainableModel, cfg: PenaltyConfig, params: Sequence
         ConfigError: no parameter group of the model takes penalties.
     """
     groups = model.param_groups()
-    if not any(g.regularized for g in groups):
-        raise ConfigError(f"train.penalties do not apply to {type(model).__name__}: it regularises its own parameters "
-                          "(a curve's weight decay acts on phi(t), a hypernetwork's KL term on its family); remove train.penalties")
+    check_penalties(model)
     m = model.num_members
     total: torch.Tensor | None = None
     for gi, group in enumerate(groups):

@@ -1,4 +1,4 @@
-"""Variational hypernetworks with complexity control (METHODS.md §7, seed 002).
+"""Variational hypernetworks with complexity control (Grebenkova, Bakhteev & Strijov 2020; docs/methods.md, varhyper).
 
 One training run of a hypernetwork G(lambda) gives a whole family of Bayesian networks
 of controlled complexity; any member can be taken out (:meth:`HyperModel.members`),

@@ -1,4 +1,4 @@
-"""Mean-field Gaussian weights for a target network: supported layers, KL, sampling (METHODS.md §7).
+"""Mean-field Gaussian weights for a target network: supported layers, KL, sampling (docs/methods.md, varhyper).
 
 The target network is any module whose parametrised layers are ``nn.Linear``,
 ``nn.Conv1d`` or ``nn.Conv2d`` (parameter-free layers such as ReLU, Flatten, pooling

@@ -1,4 +1,4 @@
-"""Hypernetwork forms G(l): encoded complexity ``l in [0, 1]`` -> every target tensor (METHODS.md §7).
+"""Hypernetwork forms G(l): encoded complexity ``l in [0, 1]`` -> every target tensor (docs/methods.md, varhyper).
 
 A form is an object with ``init(targets) -> leaves`` (the trainable tensors, named)
 and ``generate(leaves, l) -> {target: (K, *shape)}`` for a vector ``l`` of K encoded

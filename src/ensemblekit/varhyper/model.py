@@ -1,4 +1,4 @@
-"""The hypernetwork G(lambda) over a target network, with the Trainer's small surface (METHODS.md §7).
+"""The hypernetwork G(lambda) over a target network, with the Trainer's small surface (docs/methods.md, varhyper).
 
 In train mode every call draws K complexities ``lambda_k = 10^u_k``, ``u_k ~ U(L, R)``,
 generates ``(mu, log_sigma)`` for each, draws one reparameterised weight sample per
@@ -50,7 +50,7 @@ class HyperModel:
         eval_lambdas: the lambdas of the eval-mode members (default the grid 1e-3..1e2).
         spec: the template's JSON model spec (kept by the Ensembles it produces).
         fixed: lambdas trained at every step instead of sampling (the per-lambda baseline).
-        weighting: ``"none"`` (METHODS.md's objective, the plain mean over the K lambdas) or
+        weighting: ``"none"`` (the paper's objective, the plain mean over the K lambdas) or
             ``"balanced"``: each lambda's term divided by ``1 + lambda``. Per lambda the
             minimiser is unchanged (a positive factor), so the family of optimal posteriors
             is the same; what changes is how a restricted form (linear, low-rank) trades one

@@ -1,4 +1,4 @@
-"""Pruning by the signal-to-noise criterion and accuracy-vs-pruned-share curves (METHODS.md §7).
+"""Pruning by the signal-to-noise criterion and accuracy-vs-pruned-share curves (docs/methods.md, varhyper).
 
 Per layer, each weight is scored by ``mu^2 / sigma^2`` (the log of the seed's relative
 density ``exp(mu^2 / 2 sigma^2)``, times 2: the same order) and the lowest-scoring

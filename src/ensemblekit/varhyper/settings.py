@@ -17,7 +17,7 @@ class FamilySettings(StrictModel):
 
     ``lambdas`` must lie inside ``10**log10_range``; ``samples`` lambdas are drawn per
     mini-batch; ``rank``/``hidden`` size the low-rank form, ``pivots`` the piecewise one.
-    ``weighting``: ``none`` (the plain mean over the sampled lambdas, METHODS.md §7) or
+    ``weighting``: ``none`` (the plain mean over the sampled lambdas, the paper's objective) or
     ``balanced`` (each lambda's term divided by ``1 + lambda``; see :class:`HyperModel`).
     """
 

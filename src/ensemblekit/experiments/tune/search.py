@@ -4,7 +4,7 @@ A *trial* sets sampled values at dotted paths of a base :class:`~ensemblekit.con
 (the keys ``--set`` takes), trains it with :func:`~ensemblekit.experiments.run.run_training`
 into ``<out>/trials/<n>`` and is scored by the ensemble's validation metric. The per-epoch
 validation curve is reported to optuna, so a median pruner can stop hopeless trials early
-(the lecture recipe: coarse search over a few epochs, refine, watch the curves; METHODS.md §8).
+(the usual recipe: coarse search over a few epochs, refine, watch the curves; docs/methods.md, the training toolkit).
 
 The study lives in ``<out>/study.db`` (SQLite): re-running the same search continues it.
 Finished trials (complete, pruned, failed) are never repeated; a trial that was running when
