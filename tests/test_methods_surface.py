@@ -109,7 +109,11 @@ def test_user_factory_from_a_module_path_and_a_python_callable(blobs, tmp_path, 
     method = ek.create_method("independent", model=spec, members=2, epochs=1, progress=False).fit(blobs)
     path = str(tmp_path / "e.safetensors")
     method.ensemble_.save(path)
-    back = ek.Ensemble.load(path)  # rebuilt from the saved spec, no pickle
-    torch.testing.assert_close(back.predict_proba(blobs.test.x), method.ensemble_.predict_proba(blobs.test.x))
+    with pytest.raises(ConfigError, match="user factory 'my_nets:make_net'; loading would import and run it"):
+        ek.Ensemble.load(path)  # a file never makes ensemblekit import code on its own
+    import my_nets
+
+    for back in (ek.Ensemble.load(path, trust_factory=True), ek.Ensemble.load(path, factory=lambda: my_nets.make_net(6, num_classes=3))):
+        torch.testing.assert_close(back.predict_proba(blobs.test.x), method.ensemble_.predict_proba(blobs.test.x))
     plain = ek.create_method("independent", model=lambda: torch.nn.Linear(8, 3), members=2, epochs=1, progress=False).fit(blobs)
     assert plain.predict_proba(blobs.test.x).shape == (2, len(blobs.test), 3)

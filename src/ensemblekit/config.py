@@ -24,7 +24,7 @@ from .training.config import StrictModel, TrainConfig
 
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "RunConfig", "CompareConfig",
-    "load_yaml", "parse_yaml", "set_paths", "apply_overrides", "parse_config", "load_config",
+    "load_yaml", "parse_yaml", "factory_paths", "set_paths", "apply_overrides", "parse_config", "load_config",
 ]
 
 _NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes")
@@ -227,6 +227,20 @@ _Loader.add_implicit_resolver(
 )
 
 
+def factory_paths(raw: Any) -> list[str]:
+    """Every model factory path (``{factory: "pkg.mod:fn"}``) a raw config names, anywhere in it."""
+    out: list[str] = []
+    if isinstance(raw, Mapping):
+        if isinstance(raw.get("factory"), str):
+            out.append(raw["factory"])
+        for v in raw.values():
+            out += factory_paths(v)
+    elif isinstance(raw, list):
+        for v in raw:
+            out += factory_paths(v)
+    return out
+
+
 def parse_yaml(text: str) -> Any:
     """Parse YAML text safely (no object construction), with 1.2-style floats."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
@@ -311,10 +325,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         raise ConfigError(f"--set {exc}") from None
 
 
-def parse_config(raw: Mapping[str, Any], kind: type[StrictModel]) -> Any:
-    """Validate a raw dict as ``kind``; a one-line ConfigError on failure."""
+def parse_config(raw: Any, kind: type[StrictModel]) -> Any:
+    """Validate a raw value (a dict, or a shorthand such as ``"mnist1d"``) as ``kind``; a one-line ConfigError on failure."""
     try:
-        return kind(**raw)
+        return kind.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError("config: " + format_validation_error(exc, root=kind)) from None
     except ConfigError as exc:

@@ -375,39 +375,72 @@ class Ensemble:
         copy_state_(self.state_tensors(), tensors)
 
     @classmethod
-    def load(cls, path: str, factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None, device: str | torch.device = "cpu") -> "Ensemble":
-        """Load a saved ensemble; never unpickles.
+    def load(cls, path: str, factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None,
+             device: str | torch.device = "cpu", trust_factory: bool = False) -> "Ensemble":
+        """Load a saved ensemble. Never unpickles, and never runs code the file names.
+
+        Members of registered models (and registered wrappers) are rebuilt from their saved
+        spec. Members built by a user's function are rebuilt by the caller's ``factory``; a
+        file whose metadata names a factory path (``pkg.mod:make_net``) is refused unless
+        ``trust_factory=True`` (importing and calling it would run whatever the file says,
+        e.g. ``os:system``).
 
         Args:
             path: a file written by :meth:`save`.
-            factory: needed only for members built by a plain Python callable (no spec
-                saved); one per group or one for all.
+            factory: zero-argument callable(s) building the members of groups saved from a user
+                function (a plain callable or a factory path); one per group or one for all.
             device: where the tensors go.
+            trust_factory: import and call the factory path stored in the file.
+
+        Raises:
+            DataError: not an ensemble file, or tensors missing / of the wrong shape.
+            ConfigError: a group needs ``factory=`` (or ``trust_factory=True``).
         """
         tensors, meta = load_tensors(path, device=device)
-        if not meta or meta.get("format") != _FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("groups"), list):
             raise DataError(f"{path}: not an ensemblekit ensemble file")
         groups = []
         for gi, gmeta in enumerate(meta["groups"]):
-            if gmeta["spec"] is not None:
-                template = model_factory(gmeta["spec"])()
-            else:
-                fac = factory[gi] if isinstance(factory, Sequence) else factory
-                if fac is None:
-                    raise ConfigError(f"{path}: group {gi} was built by a Python callable; pass factory= to load it")
-                template = fac()
-            template = template.to(device)
+            if not isinstance(gmeta, dict) or not {"spec", "frozen", "members"} <= set(gmeta):
+                raise DataError(f"{path}: malformed metadata of group {gi} (expected spec, frozen, members)")
+            template = _template(path, gi, gmeta["spec"], factory[gi] if isinstance(factory, Sequence) else factory, trust_factory).to(device)
             params, buffers = OrderedDict(), OrderedDict()
-            for k, _ in template.named_parameters():
-                params[k] = tensors[state_key(gi, "param", k)].requires_grad_(k not in gmeta["frozen"])
-            for k, _ in template.named_buffers():
-                buffers[k] = tensors[state_key(gi, "buffer", k)]
+            for kind, names, out in (("param", [k for k, _ in template.named_parameters()], params),
+                                     ("buffer", [k for k, _ in template.named_buffers()], buffers)):
+                for k in names:
+                    key = state_key(gi, kind, k)
+                    if key not in tensors:
+                        raise DataError(f"{path}: lacks tensor {key!r} of the model its metadata names")
+                    out[k] = tensors[key].requires_grad_(k not in gmeta["frozen"]) if kind == "param" else tensors[key]
             groups.append(MemberGroup(template, params, buffers, gmeta["spec"]))
         return cls(groups, meta.get("members"))
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{g.num_members} x {g.spec['name'] if g.spec and 'name' in g.spec else type(g.template).__name__}" for g in self.groups)
         return f"Ensemble({kinds})"
+
+
+def _template(path: str, gi: int, spec: Any, factory: Callable[[], nn.Module] | None, trust: bool) -> nn.Module:
+    """The module a saved group is rebuilt on: registered specs from the registry, user ones by the caller."""
+    if spec is not None and not isinstance(spec, dict):
+        raise DataError(f"{path}: malformed model spec of group {gi}: {spec!r}")
+    if spec is not None and "factory" not in spec:
+        return model_factory(spec)()  # a registered model and registered wrappers: no foreign code
+    if factory is not None:
+        try:
+            module = factory()
+        except Exception as exc:  # the user's own code failed
+            raise ConfigError(f"{path}: the factory given for group {gi} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"factory returned {type(module).__name__}, not an nn.Module")
+        return module
+    if spec is None:
+        raise ConfigError(f"{path}: group {gi} was built by a Python callable; pass factory= (CLI: --factory pkg.mod:fn) to load it")
+    if not trust:
+        raise ConfigError(f"{path}: group {gi} was built by the user factory {spec['factory']!r}; loading would import and run it. "
+                          "Pass your own factory (Ensemble.load(path, factory=make_net), CLI --factory pkg.mod:make_net) "
+                          "or, if you trust the file, trust_factory=True (CLI --trust-factory)")
+    return model_factory(spec)()
 
 
 def _same_architecture(a: nn.Module, b: nn.Module) -> bool:

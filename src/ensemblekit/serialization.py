@@ -16,25 +16,61 @@ from .errors import DataError
 __all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_tensors", "load_tensors", "copy_state_"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _sweep_temporaries(folder: str, base: str) -> None:
+    """Remove temporary files of ``base`` left by writers that died (a kill during a write)."""
+    prefix = f".tmp-{base}."
+    for name in os.listdir(folder):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file in the same folder, fsync it, then rename over ``path``.
 
-    A reader (or a resumed run after a kill) sees either the old file or the new one, never half.
+    A reader (or a resumed run after a kill) sees either the old file or the new one, never
+    half. The file gets the permissions the process's umask gives new files (so a shared
+    output folder stays readable by the group), and temporary files that a killed writer
+    left behind are removed after the next successful write.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{base}.{os.getpid()}.", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _sweep_temporaries(folder, base)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -43,9 +43,10 @@ def train(
     set_: Optional[List[str]] = SetOpt,
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the killed run in this directory."),
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<name>-<time>)."),
+    trust_factory: bool = typer.Option(False, "--trust-factory", help="With --resume: import the model factory path the run's config.yaml names."),
 ) -> None:
     """Train one method into a run directory (config, metrics.jsonl, checkpoints, results.json, plots)."""
-    from ..config import RunConfig, apply_overrides, load_yaml, parse_config
+    from ..config import RunConfig, apply_overrides, factory_paths, load_yaml, parse_config
     from ..experiments.run import default_run_name, run_training
 
     if resume:
@@ -54,7 +55,12 @@ def train(
             raise ConfigError(f"--resume {resume}: no config.yaml there (not a run directory)")
         if set_:
             raise ConfigError("--set cannot change a run being resumed; start a new run instead")
-        cfg = parse_config(load_yaml(path), RunConfig)
+        raw = load_yaml(path)
+        factories = factory_paths(raw)
+        if factories and not trust_factory:
+            raise ConfigError(f"--resume {resume}: its config.yaml names the model factory {factories[0]!r}; resuming would import and run it. "
+                              "Add --trust-factory if you trust that run directory")
+        cfg = parse_config(raw, RunConfig)
         target = resume
     else:
         if config is None:
@@ -74,25 +80,29 @@ def evaluate(
     run_dir: str = typer.Argument(..., help="A run directory written by `train`."),
     data: Optional[str] = typer.Option(None, "--data", help="A dataset name or an .npz file to evaluate on (default: the run's own data)."),
     split: str = typer.Option("test", "--split", help="test | val | train"),
+    factory: Optional[str] = typer.Option(None, "--factory", help="pkg.mod:make_net building the members of a run trained on a user factory."),
+    trust_factory: bool = typer.Option(False, "--trust-factory", help="Import the model factory path the ensemble file names."),
 ) -> None:
-    """Metrics of a saved ensemble (never unpickles)."""
-    from ..config import DataConfig, RunConfig, load_yaml, parse_config
+    """Metrics of a saved ensemble. Never unpickles, and never imports code the files name unless told to."""
+    from ..config import DataConfig, load_yaml, parse_config
     from ..ensemble import Ensemble
     from ..metrics.evaluate import evaluate as evaluate_fn
+    from ..models.registry import model_factory
 
     path = os.path.join(run_dir, "ensemble.safetensors")
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir}: no ensemble.safetensors (has the run finished?)")
-    if data is None:
-        dcfg = parse_config(load_yaml(os.path.join(run_dir, "config.yaml")), RunConfig).data
+    if data is None:  # only the data section: the rest of the file is not needed, and a model factory in it is not imported
+        raw = load_yaml(os.path.join(run_dir, "config.yaml"))
+        dcfg = parse_config(raw.get("data", "mnist1d"), DataConfig)
     else:
         dcfg = DataConfig(npz=data) if data.endswith(".npz") else DataConfig(name=data)
     ds = dcfg.load()
     part = getattr(ds, split, None)
     if part is None:
         raise ConfigError(f"--split must be test, val or train (and exist in the data), got {split!r}")
-    ens = Ensemble.load(path)
-    from ..methods.base import check_model_fits  # noqa: F401  (shape errors surface as DataError below)
+    fac = model_factory({"factory": factory}, input_shape=ds.input_shape, num_classes=ds.num_classes) if factory else None
+    ens = Ensemble.load(path, factory=fac, trust_factory=trust_factory)
 
     try:
         res = evaluate_fn(ens, part)
