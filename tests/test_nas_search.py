@@ -70,9 +70,13 @@ def test_nes_experiment_end_to_end(blobs, tmp_path):
         NesConfig(pool=2, ensemble=4)
     with pytest.raises(ValueError, match="unknown methods \\['bogus'\\]"):
         NesConfig(methods=["bogus"])
-    # the same command again reuses every finished method
+    # the same command again reuses every finished method; a changed config is refused before anything runs
     again = run_nes(cfg, str(tmp_path), data=blobs)
     assert again["summary"] == out["summary"]
+    from ensemblekit.experiments.units import StaleResultError
+
+    with pytest.raises(StaleResultError, match="holds work of another config"):
+        run_nes(cfg.model_copy(update={"channels": 4}), str(tmp_path), data=blobs)
 
 
 def test_edgenes_method_attributes(blobs):

@@ -221,3 +221,7 @@ def test_varhyper_experiment_writes_tables_with_kl_and_costs(blobs, tmp_path):
     # the same command resumes: every unit is finished, nothing is retrained
     again = run_varhyper(cfg, str(tmp_path), data=blobs, plots=False)
     assert again["summary"]["hyper_linear"]["acc_mean"] == out["summary"]["hyper_linear"]["acc_mean"]
+    from ensemblekit.experiments.units import StaleResultError
+
+    with pytest.raises(StaleResultError, match="holds work of another config"):  # never relabelled under a new config
+        run_varhyper(cfg.model_copy(update={"prior_std": 0.5}), str(tmp_path), data=blobs, plots=False)

@@ -119,6 +119,7 @@ def compare(
     config: str = typer.Argument(..., help="YAML config with data, model, train, budgets, seeds, methods."),
     set_: Optional[List[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
+    force: bool = typer.Option(False, "--force", help="Retrain the cells of --out that were trained under another config (default: refuse)."),
     backend_for: Any = None,
 ) -> None:
     """Compare methods x budgets x seeds: results.json, results.md (mean ± std tables) and plots.
@@ -147,7 +148,7 @@ def compare(
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 
-    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner)
+    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner, force=force)
     console.print(result.markdown, markup=False, highlight=False)
     if result.failed:
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ def nes(
     config: str = typer.Argument(..., help="YAML config (see configs/nes_mnist1d.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
+    force: bool = typer.Option(False, "--force", help="Retrain the units of the run directory trained under another config (default: refuse)."),
     backend_for: Any = None,
 ) -> None:
     """DARTS search, hypernetwork, pool sampling and retraining, ensemble selection; EdgeNES vs NES-RS, DARTS ensembles and the other baselines."""
@@ -22,7 +23,7 @@ def nes(
     from ..report.nes_plots import LABELS
 
     cfg, target, data = open_experiment(config, set_, NesConfig, run_dir)
-    out = run_nes(cfg, target, data=data, backend=backend_for(cfg.backend))
+    out = run_nes(cfg, target, data=data, backend=backend_for(cfg.backend), force=force)
     rows = [[LABELS.get(m, m), f"{s['acc_mean']:.2f} ± {s['acc_std']:.2f}", f"{100 - s['acc_mean']:.2f}", f"{s['find_s']:.0f}", f"{s['retrain_s']:.0f}"]
             for m, s in out["summary"].items()]
     console.print(table(f"ensembles of {cfg.ensemble} from pools of {cfg.pool}, {data.name} test split, {len(cfg.seeds)} seed(s)",

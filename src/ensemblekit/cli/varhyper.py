@@ -15,13 +15,14 @@ def varhyper(
     config: str = typer.Argument(..., help="YAML config (see configs/varhyper_digits.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
+    force: bool = typer.Option(False, "--force", help="Retrain the units of the run directory trained under another config (default: refuse)."),
     backend_for: Any = None,
 ) -> None:
     """Train hypernetworks over lambda and separate variational / L2 nets per lambda; prune; tables and plots."""
     from ..experiments.varhyper import VarHyperConfig, run_varhyper
 
     cfg, target, data = open_experiment(config, set_, VarHyperConfig, run_dir)
-    results = run_varhyper(cfg, target, data=data, backend=backend_for(cfg.backend))
+    results = run_varhyper(cfg, target, data=data, backend=backend_for(cfg.backend), force=force)
     shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.8)] or [0]
     rows = []
     for kind, s in results["summary"].items():

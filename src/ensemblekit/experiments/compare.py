@@ -28,8 +28,9 @@ from ..serialization import atomic_write_text, write_json
 from ..training.config import TrainConfig
 from .backends import Backend, LocalBackend, Outcome
 from .provenance import code_version
-from .results import load_row, record_result
+from .results import record_result
 from .run import build_method
+from .units import UnitBusyError, claim, finished_row, unit_hash, wait_for
 
 __all__ = ["Comparison", "cell_specs", "run_cell", "compare_cell", "run_compare", "write_report"]
 
@@ -64,31 +65,39 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
     return specs
 
 
-def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None) -> dict[str, Any]:
-    """Train and evaluate one cell into ``cell_dir`` (resuming from its checkpoints); returns its row."""
-    done = load_row(cell_dir)
-    if done is not None:
-        return done
+def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Train and evaluate one cell into ``cell_dir`` (resuming from its checkpoints); returns its row.
+
+    The cell is keyed by the hash of its resolved spec and the data (:mod:`~ensemblekit.experiments.units`):
+    a finished cell is reused only under the same hash, a cell trained under another spec is
+    refused (``force``: retrained), and a cell another process is training raises
+    :class:`~ensemblekit.experiments.units.UnitBusyError`.
+    """
     method_cfg = MethodConfig(**spec["method"])
     data = data if data is not None else DataConfig(**spec["data"]).load()
-    train = {**spec["train"], **method_cfg.train}
-    budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
-    if budget_kwargs is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
-        row = {"method": spec["label"], "name": method_cfg.name, "budget": int(spec["budget"]), "seed": int(spec["seed"]),
-               "skipped": f"{method_cfg.name} cannot run within {spec['budget']}B"}
-        write_json(os.path.join(cell_dir, "results.json"), row)
-        return row
-    method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
-    method.fit(data, run_dir=cell_dir, resume=True, cache_dir=cache_dir)
-    row = record_result(method, data, cell_dir, label=spec["label"], budget=int(spec["budget"]), plots=False, report=True,
-                        extra={"budget_kwargs": budget_kwargs})
-    shutil.rmtree(os.path.join(cell_dir, "checkpoints"), ignore_errors=True)  # results.json now marks the cell done
+    digest = unit_hash({k: v for k, v in spec.items() if k != "key"}, data.digest())
+    done = finished_row(cell_dir, digest, force=force)
+    if done is not None:
+        return done
+    with claim(cell_dir, digest, spec):
+        train = {**spec["train"], **method_cfg.train}
+        budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
+        if budget_kwargs is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
+            row = {"method": spec["label"], "name": method_cfg.name, "budget": int(spec["budget"]), "seed": int(spec["seed"]),
+                   "skipped": f"{method_cfg.name} cannot run within {spec['budget']}B", "spec_hash": digest}
+            write_json(os.path.join(cell_dir, "results.json"), row)
+            return row
+        method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
+        method.fit(data, run_dir=cell_dir, resume=True, cache_dir=cache_dir)
+        row = record_result(method, data, cell_dir, label=spec["label"], budget=int(spec["budget"]), plots=False, report=True,
+                            extra={"budget_kwargs": budget_kwargs, "spec_hash": digest})
+        shutil.rmtree(os.path.join(cell_dir, "checkpoints"), ignore_errors=True)  # results.json now marks the cell done
     return row
 
 
-def compare_cell(spec: Mapping[str, Any], *, out_dir: str, data: Data | None = None) -> dict[str, Any]:
+def compare_cell(spec: Mapping[str, Any], *, out_dir: str, data: Data | None = None, force: bool = False) -> dict[str, Any]:
     """The unit of work of a comparison: one cell, trained into ``<out_dir>/cells/<key>`` (sharing ``<out_dir>/cache``)."""
-    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data, cache_dir=os.path.join(out_dir, "cache"))
+    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data, cache_dir=os.path.join(out_dir, "cache"), force=force)
 
 
 def _row(spec: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
@@ -107,22 +116,46 @@ def run_compare(
     data: Data | None = None,
     on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
+    force: bool = False,
 ) -> Comparison:
     """Run every cell (skipping finished ones), then write ``results.json``, ``results.md`` and plots.
 
-    Cells run on ``backend`` (default: one after another in this process).
+    Cells run on ``backend`` (default: one after another in this process). Before anything
+    runs, every cell folder that holds work of another spec (a changed config into the same
+    ``out_dir``) makes the call refuse, unless ``force`` (those cells are retrained). A cell
+    that another process is training is waited for and its row taken, so two commands on one
+    ``out_dir`` share the cells instead of training them twice.
 
     Returns:
         A :class:`Comparison`: the rows (failed cells carry ``failed`` with the error instead
         of metrics) and the Markdown report the CLI prints.
+
+    Raises:
+        StaleResultError: a cell of ``out_dir`` belongs to another config (and ``force`` is off).
     """
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     data = data if data is not None else cfg.data.load()
     specs = cell_specs(cfg)
+    if not force:
+        for spec in specs:  # refuse before anything is trained or written
+            finished_row(os.path.join(out_dir, "cells", spec["key"]), unit_hash({k: v for k, v in spec.items() if k != "key"}, data.digest()))
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     backend = backend or LocalBackend()
-    done = (lambda spec, outcome: on_done(spec, _row(spec, outcome))) if on_done is not None else None
-    outcomes = backend.map(compare_cell, specs, context={"out_dir": out_dir, "data": data}, on_done=done)
+    context = {"out_dir": out_dir, "data": data, "force": force}
+    busy: list[int] = []
+
+    def done(spec: Mapping[str, Any], outcome: Outcome) -> None:
+        if not outcome.ok and str(outcome.error).startswith(UnitBusyError.__name__):
+            busy.append(specs.index(spec))  # reported once it has finished elsewhere
+        elif on_done is not None:
+            on_done(spec, _row(spec, outcome))
+
+    outcomes = backend.map(compare_cell, specs, context=context, on_done=done)
+    for i in busy:  # trained by another process right now: wait, then take its row (or train it, if that process died)
+        wait_for(os.path.join(out_dir, "cells", specs[i]["key"], ".lock"))
+        outcomes[i] = LocalBackend().map(compare_cell, [specs[i]], context={**context, "force": False})[0]
+        if on_done is not None:
+            on_done(specs[i], _row(specs[i], outcomes[i]))
     rows = [_row(spec, o) for spec, o in zip(specs, outcomes)]
     md = write_report(cfg, rows, out_dir)
     return Comparison(rows, md, out_dir, [r for r in rows if "failed" in r])

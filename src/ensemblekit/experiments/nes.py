@@ -33,6 +33,7 @@ from ..serialization import atomic_write_text, write_json
 from ..training.config import StrictModel, TrainConfig
 from .backends import Backend, get_backend
 from .results import record_result
+from .units import claim, finished_row, unit_hash
 
 __all__ = ["NesConfig", "NES_METHODS", "nes_method", "run_nes", "summarize"]
 
@@ -99,18 +100,28 @@ def _result(row: Mapping[str, Any]) -> dict[str, Any]:
             "retrain_s": d["retrain_s"], "curve": d["curve"], "train_flops": row["cost"]["train_flops"]}
 
 
-def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None) -> dict[str, Any]:
+def _unit(cfg: NesConfig, name: str, seed: int, data: Data) -> tuple[Any, dict[str, Any], str]:
+    method = nes_method(cfg, name, seed)
+    spec = {"method": name, **method.get_params()}
+    return method, spec, unit_hash(spec, data.digest())
+
+
+def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None, force: bool = False) -> dict[str, Any]:
     """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
 
     ``backend``: an execution backend for the candidates (default: ``get_backend(cfg.backend)``).
-    Running the same command again reuses every finished method (its ``results.json``).
+    Running the same command again reuses every finished method (its ``results.json``) whose
+    spec is unchanged; a method folder of another spec makes the call refuse before anything
+    runs, unless ``force`` (it is retrained).
 
     Returns:
         ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s, auc}}}``.
     """
-    from .results import load_row
-
     data = data if data is not None else cfg.data.load()
+    folders = {(s, n): os.path.join(run_dir, f"seed{s}", n) for s in cfg.seeds for n in cfg.methods}
+    if not force:
+        for (seed, name), folder in folders.items():
+            finished_row(folder, _unit(cfg, name, seed, data)[2])
     backend = backend if backend is not None else get_backend(cfg.backend)
     cache = os.path.join(run_dir, "cache")
     runs = []
@@ -118,11 +129,13 @@ def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Bac
         results: dict[str, dict[str, Any]] = {}
         info: dict[str, Any] = {}
         for name in cfg.methods:
-            folder = os.path.join(run_dir, f"seed{seed}", name)
-            row = load_row(folder)
+            folder = folders[(seed, name)]
+            method, spec, digest = _unit(cfg, name, seed, data)
+            row = finished_row(folder, digest, force=force)
             if row is None:
-                method = nes_method(cfg, name, seed).fit(data, run_dir=folder, cache_dir=cache, backend=backend)
-                row = record_result(method, data, folder, plots=False, report=False)
+                with claim(folder, digest, spec):
+                    method.fit(data, run_dir=folder, cache_dir=cache, backend=backend)
+                    row = record_result(method, data, folder, plots=False, report=False, extra={"spec_hash": digest})
             results[name] = _result(row)
             if name == "edgenes":
                 d = row["details"]

@@ -28,7 +28,8 @@ from ..training.config import TrainConfig
 from ..varhyper.prune import DEFAULT_FRACTIONS
 from ..varhyper.settings import FamilySettings
 from .backends import Backend, get_backend
-from .results import load_row, record_result
+from .results import record_result
+from .units import claim, finished_row, unit_hash
 
 __all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit", "varhyper_method"]
 
@@ -68,14 +69,24 @@ def varhyper_method(cfg: VarHyperConfig, kind: str, seed: int) -> Method:
     return create_method("l2_nets", **common, lambdas=cfg.lambdas)
 
 
-def varhyper_unit(spec: Mapping[str, Any], data: Data) -> dict[str, Any]:
-    """Train one kind for one seed (resuming from ``spec['dir']``), record it; returns the unit's summary row."""
+def _digest(spec: Mapping[str, Any], data: Data) -> tuple[Any, dict[str, Any], str]:
     cfg = VarHyperConfig(**spec["config"])
+    method = varhyper_method(cfg, spec["kind"], int(spec["seed"]))
+    unit = {"kind": spec["kind"], **method.get_params()}
+    return method, unit, unit_hash(unit, data.digest())
+
+
+def varhyper_unit(spec: Mapping[str, Any], data: Data, force: bool = False) -> dict[str, Any]:
+    """Train one kind for one seed (resuming from ``spec['dir']``), record it; returns the unit's summary row.
+
+    Keyed by the hash of the method it trains (:mod:`~ensemblekit.experiments.units`)."""
     kind, seed = spec["kind"], int(spec["seed"])
-    row = load_row(spec["dir"])
+    method, unit, digest = _digest(spec, data)
+    row = finished_row(spec["dir"], digest, force=force)
     if row is None:
-        method = varhyper_method(cfg, kind, seed).fit(data, run_dir=spec["dir"])
-        row = record_result(method, data, spec["dir"], label=kind, plots=False, report=False)
+        with claim(spec["dir"], digest, unit):
+            method.fit(data, run_dir=spec["dir"])
+            row = record_result(method, data, spec["dir"], label=kind, plots=False, report=False, extra={"spec_hash": digest})
     d = row["details"]
     return {"kind": kind, "seed": seed, "acc": d["accuracy"], "kl": d["kl"], "train_s": row["wall_s"],
             "train_flops": row["cost"]["train_flops"], "parameters": row["cost"]["parameters"]}
@@ -106,19 +117,25 @@ def _markdown(summary: Mapping[str, Any], cfg: VarHyperConfig, data_name: str) -
             + markdown_table(head, body) + "\n\nWall-clock seconds include other processes' load.\n")
 
 
-def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Backend | None = None) -> dict[str, Any]:
+def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Backend | None = None,
+                 force: bool = False) -> dict[str, Any]:
     """Train every form and baseline for every seed, evaluate, write ``varhyper.{json,md}`` and plots.
 
-    ``backend``: an execution backend for the units (default: ``get_backend(cfg.backend)``)."""
+    ``backend``: an execution backend for the units (default: ``get_backend(cfg.backend)``).
+    A unit folder holding work of another spec makes the call refuse before anything runs,
+    unless ``force`` (it is retrained)."""
     data = data if data is not None else cfg.data.load()
-    os.makedirs(run_dir, exist_ok=True)
     resolved = cfg.model_dump(mode="json")
-    atomic_write_text(os.path.join(run_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
     kinds = [f"hyper_{f}" for f in cfg.forms] + list(cfg.baselines)
     specs = [{"key": f"{k}-s{s}", "kind": k, "seed": s, "dir": os.path.join(run_dir, f"{k}-s{s}"), "config": resolved}
              for s in cfg.seeds for k in kinds]
+    if not force:
+        for spec in specs:
+            finished_row(spec["dir"], _digest(spec, data)[2])
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write_text(os.path.join(run_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
     backend = backend if backend is not None else get_backend(cfg.backend)
-    outcomes = backend.map(varhyper_unit, specs, context={"data": data})
+    outcomes = backend.map(varhyper_unit, specs, context={"data": data, "force": force})
     failed = [f"{o.key}: {o.error}" for o in outcomes if not o.ok]
     rows = [o.value for o in outcomes if o.ok and o.value is not None]
     summary = _summary(rows, cfg)
