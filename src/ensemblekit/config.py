@@ -66,11 +66,18 @@ class DataConfig(StrictModel):
         return self
 
     def load(self):  # noqa: ANN201
+        """The dataset; an option of the wrong type or range is one ConfigError naming it."""
         from .data.registry import load_dataset, load_npz
+        from .errors import EnsembleKitError
 
-        if self.npz is not None:
-            return load_npz(self.npz, **self.options)
-        return load_dataset(self.name, **self.options)  # type: ignore[arg-type]
+        try:
+            if self.npz is not None:
+                return load_npz(self.npz, **self.options)
+            return load_dataset(self.name, **self.options)  # type: ignore[arg-type]
+        except EnsembleKitError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"data {self.name or self.npz!r} with options {self.options}: {type(exc).__name__}: {exc}") from None
 
 
 class ModelConfig(StrictModel):
@@ -215,6 +222,17 @@ class CompareConfig(StrictModel):
             raise ValueError(f"method labels must be unique, {dup} repeat; give each a label")
         return v
 
+    @model_validator(mode="after")
+    def _method_trains(self) -> "CompareConfig":
+        shared = self.train.model_dump(exclude_unset=True)
+        for m in self.methods:
+            if m.train:
+                try:
+                    TrainConfig(**{**shared, **m.train})
+                except ValidationError as exc:
+                    raise ValueError(format_validation_error(exc, prefix=f"methods[{m.display}].train", root=TrainConfig)) from None
+        return self
+
 
 class _Loader(yaml.SafeLoader):
     """YAML with 1.2-style floats: ``1e-4`` is a number (PyYAML's 1.1 rules read it as a string)."""
@@ -255,10 +273,23 @@ def load_yaml(path: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
-        return {}
+        raise ConfigError(f"{path}: the config file is empty (nothing would be configured: write at least `data:` and `method:`)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    _check_keys(raw, path)
     return raw
+
+
+def _check_keys(node: Any, path: str, where: str = "") -> None:
+    """Every mapping key of a config must be a string (``1: 2`` is a typo, not a field)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{path}: keys must be strings, got {k!r} ({type(k).__name__}){f' under {where}' if where else ''}")
+            _check_keys(v, path, f"{where}.{k}" if where else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_keys(v, path, f"{where}[{i}]")
 
 
 def set_paths(raw: Mapping[str, Any], values: Mapping[str, Any], full: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -66,6 +66,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: name the file we were writing
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -114,7 +118,10 @@ def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu
             raw = (f.metadata() or {}).get("json")
     except Exception as exc:  # SafetensorError, OSError
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return tensors, (json.loads(raw) if raw else None)
+    try:
+        return tensors, (json.loads(raw) if raw else None)
+    except ValueError as exc:
+        raise DataError(f"{path}: its JSON metadata is malformed ({exc})") from None
 
 
 @torch.no_grad()

@@ -68,8 +68,8 @@ def train(
         cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), RunConfig)
         target = run_dir or os.path.join(cfg.out, default_run_name(cfg))
     data = cfg.data.load()
-    console.print(f"run directory: [bold]{target}[/bold]  (resume a killed run with: ensemblekit train --resume {target})")
-    results = run_training(cfg, target, resume=bool(resume), data=data)
+    results = run_training(cfg, target, resume=bool(resume), data=data, on_start=lambda: console.print(
+        f"run directory: [bold]{target}[/bold]  (resume a killed run with: ensemblekit train --resume {target})"))
     console.print(_table(f"{cfg.method.display}: {results['members']} member(s), test split of {data.name}",
                          ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows(results)))
     console.print(f"training took {results['wall_s']:.1f} s; results in {target}/results.json")
@@ -96,11 +96,13 @@ def evaluate(
         raw = load_yaml(os.path.join(run_dir, "config.yaml"))
         dcfg = parse_config(raw.get("data", "mnist1d"), DataConfig)
     else:
-        dcfg = DataConfig(npz=data) if data.endswith(".npz") else DataConfig(name=data)
+        dcfg = parse_config({"npz": data} if data.endswith(".npz") else {"name": data}, DataConfig)
+    if split not in ("test", "val", "train"):
+        raise ConfigError(f"--split must be test, val or train, got {split!r}")
     ds = dcfg.load()
-    part = getattr(ds, split, None)
+    part = getattr(ds, split)
     if part is None:
-        raise ConfigError(f"--split must be test, val or train (and exist in the data), got {split!r}")
+        raise ConfigError(f"--split {split}: the data has no {split} split")
     fac = model_factory({"factory": factory}, input_shape=ds.input_shape, num_classes=ds.num_classes) if factory else None
     ens = Ensemble.load(path, factory=fac, trust_factory=trust_factory)
 

@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from .app import SetOpt, app, console, err_console, table as _table, with_backend_options
+from .app import SetOpt, app, console, table as _table, with_backend_options
 
 
 @app.command()
@@ -72,12 +72,8 @@ def tune_cmd(
     refine = f", then {s.refine.trials} refine trials" if s.refine else ""
     console.print(f"searching {len(s.params)} parameter(s): {s.stage_trials} {s.sampler} trials{refine}, "
                   f"{s.metric} on the validation split -> [bold]{out_dir}[/bold]")
-    try:
-        res = run_tune(cfg, out_dir, progress=lambda rec: console.print(format_trial(rec, s.metric), markup=False, highlight=False, soft_wrap=True),
-                       backend=runner)
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted; run the same command again to continue the search in {out_dir}")
-        raise typer.Exit(130)
+    res = run_tune(cfg, out_dir, progress=lambda rec: console.print(format_trial(rec, s.metric), markup=False, highlight=False, soft_wrap=True),
+                   backend=runner)
     rows = [[r["stage"], r["number"], "INTERRUPTED" if r["interrupted"] else r["state"], "" if r["value"] is None else f"{r['value']:.4f}",
              escape(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())),
              "" if r["duration_s"] is None else f"{r['duration_s']:.1f}"] for r in res["trials"]]

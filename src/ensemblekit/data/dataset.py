@@ -116,15 +116,25 @@ class Data:
         return f"Data({self.name!r}, C={self.num_classes}, input_shape={self.input_shape}, sizes={d['sizes']})"
 
 
+def _numeric_array(a: Any, name: str) -> Any:
+    """``a`` as something torch can hold, refusing strings, objects and other non-numbers by name."""
+    if isinstance(a, torch.Tensor):
+        return a
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name} must be numeric, got numpy dtype {arr.dtype} ({arr.dtype.kind!r}: strings, objects or dates)")
+    return arr
+
+
 def _as_features(a: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    t = torch.as_tensor(_numeric_array(a, name))
     if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
         raise DataError(f"{name} must be numeric, got dtype {t.dtype}")
     return t.to(torch.float32)
 
 
 def _as_labels(a: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    t = torch.as_tensor(_numeric_array(a, name))
     if t.dim() != 1:
         raise DataError(f"{name} must be a 1-D vector of class indices, got shape {tuple(t.shape)}")
     if t.is_floating_point():
@@ -249,6 +259,10 @@ def from_arrays(
     labels = [yt, test[1]] + ([val[1]] if val is not None else [])
     if num_classes is None:
         num_classes = int(max(int(t.max()) for t in labels if t.numel())) + 1
+        present = int(torch.unique(torch.cat(labels)).numel())
+        if num_classes > max(1000, 10 * present):  # a stray label, not a class count: do not allocate for it
+            raise DataError(f"labels go up to {num_classes - 1} but only {present} distinct values occur; relabel them to "
+                            f"0..{present - 1} (e.g. np.unique(y, return_inverse=True)) or give num_classes explicitly")
     data = Data(
         train=Split(xt, yt),
         test=Split(*test),

@@ -139,6 +139,10 @@ def load_npz(path: str | os.PathLike[str], *, val_fraction: float = 0.1, test_fr
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"npz file not found: {path}")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz file (an .npz is a zip archive of .npy arrays, as np.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

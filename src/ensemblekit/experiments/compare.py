@@ -20,7 +20,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from pydantic import ValidationError
+
 from ..config import CompareConfig, DataConfig, MethodConfig
+from ..errors import ConfigError, EnsembleKitError
+from ..methods.base import format_validation_error
 from ..data.dataset import Data
 from ..report.plots import line_plot, size_curve_plot
 from ..report.tables import comparison_markdown, grid, mean_std
@@ -109,6 +113,23 @@ def _row(spec: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
     return row
 
 
+def check_cells(specs: Sequence[Mapping[str, Any]], data: Data) -> None:
+    """Build every cell's method at its budget and check it against the data (nothing trains,
+    nothing is written): a bad method config in one cell stops the comparison before any cell runs."""
+    for spec in specs:
+        method_cfg = MethodConfig(**spec["method"])
+        train = {**spec["train"], **method_cfg.train}
+        try:
+            budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
+        except ValidationError as exc:
+            raise ConfigError(f"{spec['label']}: " + format_validation_error(exc, prefix="train", root=TrainConfig)) from None
+        if budget_kwargs is not None:
+            try:
+                build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs).check(data)
+            except EnsembleKitError as exc:
+                raise type(exc)(f"{spec['label']} {spec['budget']}B: {exc}") from None
+
+
 def run_compare(
     cfg: CompareConfig,
     out_dir: str,
@@ -135,6 +156,7 @@ def run_compare(
     """
     data = data if data is not None else cfg.data.load()
     specs = cell_specs(cfg)
+    check_cells(specs, data)
     if not force:
         for spec in specs:  # refuse before anything is trained or written
             finished_row(os.path.join(out_dir, "cells", spec["key"]), unit_hash({k: v for k, v in spec.items() if k != "key"}, data.digest()))

@@ -39,7 +39,7 @@ def _resolved(cfg: RunConfig) -> dict[str, Any]:
 
 
 def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Data | None = None, callbacks: Sequence[Any] = (),
-                 plots: bool = True) -> dict[str, Any]:
+                 plots: bool = True, on_start: Any = None) -> dict[str, Any]:
     """Train ``cfg.method`` into ``run_dir`` (resuming from its checkpoints when ``resume``).
 
     Writes ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/``,
@@ -50,14 +50,17 @@ def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Da
     Returns:
         The row.
     """
-    rd = RunDir(run_dir)
-    config_path = rd.file("config.yaml")
+    config_path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(config_path) and not resume:
         raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another directory")
-    if not os.path.exists(config_path):
-        atomic_write_text(config_path, yaml.safe_dump(_resolved(cfg), sort_keys=False))
     data = data if data is not None else cfg.data.load()
     method = build_method(cfg.method, cfg.method.model_spec(cfg.model), cfg.train.model_dump(exclude_unset=True), cfg.seed)
+    method.check(data)  # a bad config fails here, before the run directory exists
+    if on_start is not None:
+        on_start()
+    rd = RunDir(run_dir)
+    if not os.path.exists(config_path):
+        atomic_write_text(config_path, yaml.safe_dump(_resolved(cfg), sort_keys=False))
     method.fit(data, run_dir=run_dir, resume=resume, callbacks=callbacks)
     return record_result(method, data, run_dir, label=cfg.method.display, extra={"config": _resolved(cfg)}, plots=plots, report=plots)
 

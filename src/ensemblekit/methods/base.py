@@ -11,6 +11,7 @@ ambiguities of every method: ``docs/methods.md``.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -27,7 +28,7 @@ from ..training.callbacks import Callback
 from ..training.checkpoint import RunDir
 from ..training.config import StrictModel, TrainConfig
 
-__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "format_validation_error"]
+__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "format_validation_error"]
 
 METHODS: Registry[type["Method"]] = Registry("method")
 
@@ -80,14 +81,27 @@ def format_validation_error(exc: ValidationError, prefix: str = "", root: type |
         valid = _valid_keys(root, parts)
         return f"{where}: unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
     if err["type"] == "value_error":
+        if re.match(r"^[\w\[\]]+(\.[\w\[\]]+)*: ", msg) and where:  # the inner message names its own field: one path
+            return f"{where}.{msg}"
         return f"{where}: {msg}"
     return f"{where}: {msg} (got {err.get('input')!r})"
+
+
+def build_member(factory: ModelFactory) -> torch.nn.Module:
+    """One member from ``factory``; the builder's own errors (a wrong argument type, a user
+    factory that raises) become one ConfigError naming the model."""
+    try:
+        return factory()
+    except ConfigError:
+        raise
+    except Exception as exc:  # the builder's or the user's own code
+        raise ConfigError(f"model {factory.label!r} could not be built: {type(exc).__name__}: {exc}") from exc
 
 
 def check_model_fits(factory: ModelFactory, data: Data) -> None:
     """Dry-run one member on two training examples; a clear DataError if the shapes do not fit."""
     x = data.train.x[:2] if data.train.in_memory else data.train.tensors()[0][:2]
-    module = factory()
+    module = build_member(factory)
     module.eval()
     try:
         with torch.no_grad():
@@ -165,6 +179,34 @@ class Method:
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, prefix="train", root=TrainConfig)) from None
 
+    def check(self, data: Data) -> ModelFactory:
+        """Everything that can be checked without training, before anything is written.
+
+        Validates the hyperparameters and training options, builds one member and runs it on
+        two training examples, builds the optimizer (torch's own argument checks), the
+        learning-rate policy (evaluated at a few steps), the augmentations and test-time
+        transforms for this data, and runs the method's own checks (``_check``: e.g. that a
+        snapshot cycle fits in the run). Called by :meth:`fit`; the commands call it first.
+
+        Returns:
+            The model factory.
+
+        Raises:
+            ConfigError / DataError: one line naming what is wrong.
+        """
+        from ..data.batching import steps_per_epoch
+        from ..training.probe import probe_training
+
+        self.validate()
+        factory = model_factory(self.model, input_shape=data.input_shape, num_classes=data.num_classes)
+        check_model_fits(factory, data)
+        probe_training(self.train_config_, data, steps_per_epoch(data.train, self.train_config_.batch_size))
+        self._check(data, factory)
+        return factory
+
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        """Method-specific checks that need the data (default: none)."""
+
     def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True, callbacks: Sequence[Callback] = (),
             cache_dir: str | None = None, backend: Any = None) -> "Method":
         """Train on ``data.train``; returns ``self`` with ``ensemble_``, ``history_``, ``cost_``, ``flops_``.
@@ -187,9 +229,7 @@ class Method:
             ConfigError: invalid hyperparameters. DataError: data the model cannot take.
             NonFiniteLossError: the loss diverged.
         """
-        self.validate()
-        factory = model_factory(self.model, input_shape=data.input_shape, num_classes=data.num_classes)
-        check_model_fits(factory, data)
+        factory = self.check(data)
         run = RunDir(run_dir) if run_dir is not None else None
         self.history_: list[dict[str, Any]] = []
         self.cost_: dict[str, float] = {}

@@ -80,6 +80,10 @@ class Boosting(Method):
         super().validate()
         self.rule_ = get_discount(self.params_.discount, self.params_.discount_c)
 
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        if not data.train.in_memory:
+            raise DataError("boosting needs an in-memory training split: the discounted loss looks discounts up by example index")
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         p = self.params_
         if frozen_weight(factory()) is None:

@@ -106,6 +106,13 @@ class CurveEnsemble(Method):
         if self.params_.endpoints is not None and len(self.params_.endpoints) not in (1, 2):
             raise ConfigError(f"{self.name}: endpoints must list one or two ensemble files, got {len(self.params_.endpoints)}")
 
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        import os
+
+        for path in self.params_.endpoints or []:
+            if not os.path.isfile(path):
+                raise ConfigError(f"{self.name}: endpoint file not found: {path}")
+
     def _curve(self, data: Data, factory: ModelFactory, run: RunDir | None, wd: float) -> CurveModel:
         p = self.params_
         opts = {"num_bends": p.num_bends, "curve": p.curve, "weight_decay": wd}

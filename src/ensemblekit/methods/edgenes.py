@@ -75,6 +75,10 @@ class EdgeNES(NasMethod):
         if self.params_.members > self.params_.pool:
             raise ConfigError(f"{self.name}: members ({self.params_.members}) must be <= pool ({self.params_.pool})")
 
+    def _check(self, data: Data, factory: Any) -> None:
+        super()._check(data, factory)
+        self.hyper_config()
+
     def hyper_config(self) -> HyperConfig:
         try:
             return HyperConfig(**self.params_.hyper)

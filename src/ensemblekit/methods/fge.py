@@ -121,6 +121,13 @@ class FGE(Method):
         c, p = self.cycle_steps(spe), self.pretrain_steps(spe)
         return Collector(lambda step: step > p and (step - p) % c == c // 2)
 
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        spe = steps_per_epoch(data.train, self.train_config_.batch_size)
+        self.rates()
+        _, marks = self.lr_policy(spe)
+        if not marks:
+            raise ConfigError(f"{self.name}: no cycle middle falls within {self.train_config_.epochs} epochs; raise epochs or shorten the cycle")
+
     def _warm_start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
         path = self.params_.init_from
         if path is None:

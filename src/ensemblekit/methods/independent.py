@@ -44,6 +44,11 @@ class Independent(Method):
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"members": budget}
 
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        from ..training.layout import per_member_hparams
+
+        per_member_hparams(self.train_config_.optimizer, self.params_.members)  # one value per member
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         seeds = self.member_seeds(self.params_.members)
         ensemble = Ensemble.from_factory(factory, seeds=seeds)

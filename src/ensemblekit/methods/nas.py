@@ -121,6 +121,13 @@ class NasMethod(Method):
     def candidate(genotype: Genotype, copy: int = 0, **info: Any) -> dict[str, Any]:
         return {"genotype": genotype, "copy": int(copy), "info": info}
 
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        if data.val is None:
+            raise ConfigError(f"{self.name}: needs a validation split (ensemble selection is on validation NLL)")
+        if not data.train.in_memory:
+            raise ConfigError(f"{self.name}: the architecture search needs an in-memory training split")
+        self.search_config()
+
     # ------------------------------------------------------------------ fit
     @contextlib.contextmanager
     def _cache(self) -> Iterator[str]:
@@ -132,11 +139,6 @@ class NasMethod(Method):
                 yield folder
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        if data.val is None:
-            raise ConfigError(f"{self.name}: needs a validation split (ensemble selection is on validation NLL)")
-        if not data.train.in_memory:
-            raise ConfigError(f"{self.name}: the architecture search needs an in-memory training split")
-        self.search_config()
         with self._cache() as cache:
             cands, find_parts = self._find(data, cache)
             train = self.train_config_.model_dump()

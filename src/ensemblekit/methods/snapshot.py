@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from ..data.batching import steps_per_epoch
 from ..data.dataset import Data
+from ..errors import ConfigError
 from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
@@ -67,6 +68,13 @@ class Snapshot(Method):
         policy = cosine_restarts(optimizer_lr(self.train_config_.optimizer), cycle, self.params_.min_lr)
         marks = [s - 1 for s in range(cycle, total + 1, cycle)]
         return policy, marks
+
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        spe = steps_per_epoch(data.train, self.train_config_.batch_size)
+        total, cycle = self.train_config_.epochs * spe, self.cycle_steps(spe)
+        if cycle > total or (self.params_.cycle_epochs is None and total // self.params_.cycles < 1):
+            raise ConfigError(f"snapshot: a cycle of {cycle} iterations does not fit in the run's {total} iterations "
+                              f"({self.train_config_.epochs} epochs x {spe}); lower cycles / cycle_epochs or raise epochs")
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         trajectory = Ensemble.from_factory(factory, seeds=self.member_seeds(1))

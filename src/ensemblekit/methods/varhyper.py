@@ -62,6 +62,15 @@ class FamilyMethod(Method):
     def _train_family(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError
 
+    def _check(self, data: Data, factory: ModelFactory) -> None:
+        from ..errors import ConfigError
+        from ..varhyper.bayes import variational_shapes
+
+        if self.train_config_.data_order != "shared":
+            raise ConfigError(f"{self.name}: train.data_order must be 'shared' (every lambda sees the same mini-batch), "
+                              f"got {self.train_config_.data_order!r}")
+        variational_shapes(factory())  # Linear / Conv layers only: anything else is named here
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         family, info = self._train_family(data, factory, run)
         self._record_stage(info["stage"], info["cost"], info["history"])

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..errors import DataError
 from ..serialization import atomic_write_text, load_tensors, save_tensors
 
 __all__ = ["RunDir", "flatten_state", "unflatten_state"]
@@ -119,9 +120,24 @@ class RunDir:
         tensors, plain = flatten_state(state)
         save_tensors(self.checkpoint_path(stage), tensors, plain)
 
-    def load_checkpoint(self, stage: str, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+    def load_checkpoint(self, stage: str, device: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The saved state of ``stage`` (``None`` when it has none).
+
+        Raises:
+            DataError: the file is not readable, or lacks an entry of ``required`` or a tensor
+                its metadata names (a damaged checkpoint: delete it to retrain the stage).
+        """
         path = self.checkpoint_path(stage)
         if not os.path.exists(path):
             return None
         tensors, plain = load_tensors(path, device=device)
-        return unflatten_state(tensors, plain or {})
+        if not isinstance(plain, Mapping):
+            raise DataError(f"{path}: a damaged checkpoint (no state metadata); delete it to retrain stage {stage!r}")
+        try:
+            state = unflatten_state(tensors, plain)
+        except KeyError as exc:
+            raise DataError(f"{path}: a damaged checkpoint (lacks tensor {exc.args[0]!r}); delete it to retrain stage {stage!r}") from None
+        missing = [k for k in required if k not in state]
+        if missing:
+            raise DataError(f"{path}: a damaged checkpoint (lacks {', '.join(missing)}); delete it to retrain stage {stage!r}")
+        return state

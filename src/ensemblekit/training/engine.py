@@ -13,6 +13,7 @@ good checkpoint), and measures its cost: seconds, and the FLOPs of its training 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from .._runtime import tune_allocator
 from ..data.augment import build_augment, build_tta, mixup
 from ..data.batching import Batch, LoaderBatcher, TensorBatcher
 from ..data.dataset import Data
-from ..errors import ConfigError, NonFiniteLossError
+from ..errors import ConfigError, DataError, NonFiniteLossError
 from ..metrics.classification import accuracy, nll
 from ..metrics.evaluate import predict_proba
 from ..seeding import derive_seed
@@ -43,6 +44,7 @@ from .schedules import Schedule, build_schedule, lambda_lr
 __all__ = ["Trainer", "cross_entropy_per_member", "resolve_device", "LossFn"]
 
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+_STATE_KEYS = ("ensemble", "optimizer", "rng", "callbacks", "epoch", "step", "wall_s", "finished", "history")
 
 
 def cross_entropy_per_member(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -245,9 +247,14 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> TrainableModel:
-        state = self.run.load_checkpoint(self.stage, device=self.device) if self.run is not None and self.resume else None
+        state = (self.run.load_checkpoint(self.stage, device=self.device, required=_STATE_KEYS)
+                 if self.run is not None and self.resume else None)
         if state is not None:
-            self.load_state_dict(state)
+            try:
+                self.load_state_dict(state)
+            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                raise DataError(f"{self.run.checkpoint_path(self.stage)}: cannot be resumed ({type(exc).__name__}: {exc}); "  # type: ignore[union-attr]
+                                "it is damaged or from another config: delete it to retrain this stage") from None
             if self.finished:
                 return self.model
             self.run.truncate_log(self.stage, self.epoch)  # type: ignore[union-attr]
@@ -351,6 +358,10 @@ class Trainer:
     def evaluate_val(self) -> dict[str, Any]:
         """Validation accuracy and NLL of the ensemble, the mean member and each member."""
         probs = predict_proba(self.model, self.data.val, self.tta)  # type: ignore[arg-type]
+        if not torch.isfinite(probs).all():
+            bad = [m for m in range(probs.shape[0]) if not torch.isfinite(probs[m]).all()]
+            raise NonFiniteLossError(f"{self.stage}: the validation outputs became non-finite after epoch {self.epoch} "
+                                     f"(member(s) {bad}){self._kept()}; lower the learning rate or set train.grad_clip")
         y = self.data.val.tensors()[1].to(probs.device)  # type: ignore[union-attr]
         mean = probs.mean(0)
         member_acc, member_nll = accuracy(probs, y), nll(probs, y)
@@ -387,8 +398,16 @@ class Trainer:
 
     def _diverged(self, losses: torch.Tensor, lr: float) -> None:
         bad = [i for i, v in enumerate(losses.detach().tolist()) if not torch.isfinite(torch.tensor(v))]
-        where = f"; the last good checkpoint is kept in {self.run.checkpoint_path(self.stage)}" if self.run else ""
         raise NonFiniteLossError(
             f"{self.stage}: the loss became non-finite at epoch {self.epoch + 1}, iteration {self.step + 1} "
-            f"(member(s) {bad}, lr={lr:.3g}){where}; lower the learning rate or set train.grad_clip"
+            f"(member(s) {bad}, lr={lr:.3g}){self._kept()}; lower the learning rate or set train.grad_clip"
         )
+
+    def _kept(self) -> str:
+        """Where the last good state is, in words (a checkpoint that exists, or that none does yet)."""
+        if self.run is None:
+            return "; nothing was checkpointed (no run directory)"
+        path = self.run.checkpoint_path(self.stage)
+        if os.path.exists(path):
+            return f"; the last good checkpoint is kept in {path}"
+        return "; no checkpoint of this stage exists yet"

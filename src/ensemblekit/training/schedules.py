@@ -367,6 +367,8 @@ def build_schedule(spec: object, *, lr: float, total_steps: int, steps_per_epoch
 
     warm = dur(s.get("warmup", 0))
     if warm >= total_steps:
-        raise ConfigError(f"warmup ({warm} iterations) must be shorter than the run ({total_steps} iterations)")
+        unit = s.get("unit", "epoch")
+        raise ConfigError(f"schedule.warmup = {s['warmup']} {unit}(s) ({warm} iterations) must be shorter than the run "
+                          f"({total_steps / per:g} {unit}s, {total_steps} iterations)")
     policy = SCHEDULES.get(s["name"]).build(s, ScheduleContext(lr, total_steps, warm, dur))
     return warmup(policy, warm, s.get("warmup_start_lr", 0.0)) if warm else policy
