@@ -62,8 +62,8 @@ def _killed_once(spec: dict, *, out_dir: str, data, marks: str) -> dict:
     else:
         load = RunDir.load_checkpoint
 
-        def load_and_note(self, stage, device="cpu"):
-            state = load(self, stage, device)
+        def load_and_note(self, stage, device="cpu", **kwargs):
+            state = load(self, stage, device, **kwargs)
             if state is not None:
                 with open(os.path.join(marks, "resumed_from_epoch"), "w") as f:
                     f.write(str(int(state["epoch"])))

@@ -81,7 +81,10 @@ def format_validation_error(exc: ValidationError, prefix: str = "", root: type |
         valid = _valid_keys(root, parts)
         return f"{where}: unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
     if err["type"] == "value_error":
-        if re.match(r"^[\w\[\]]+(\.[\w\[\]]+)*: ", msg) and where:  # the inner message names its own field: one path
+        if not where:
+            return msg
+        # a nested config's own one-line error ("cycles: unknown key; ...") joins the path: one location
+        if re.match(r"^[\w\[\]]+(\.[\w\[\]]+)*: (unknown key|Input should|Field required)", msg):
             return f"{where}.{msg}"
         return f"{where}: {msg}"
     return f"{where}: {msg} (got {err.get('input')!r})"
