@@ -188,7 +188,9 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     ok = [r for r in rows if "failed" not in r and "skipped" not in r]
     methods = [m.display for m in cfg.methods]
     write_json(os.path.join(out_dir, "results.json"), list(rows))
-    title = f"{cfg.model.name or cfg.model.factory} on {cfg.data.name or cfg.data.npz}"
+    own = any(m.model is not None or not m.method_class().uses_model for m in cfg.methods)
+    shared = cfg.model.name or cfg.model.factory
+    title = f"{shared}{' (and the methods’ own models)' if own else ''} on {cfg.data.name or cfg.data.npz}"
     md = comparison_markdown(ok, methods, cfg.budgets, title=title)
     failed = [r for r in rows if "failed" in r]
     if failed:
@@ -204,7 +206,10 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
             if pts:
                 series[m] = ([p[0] for p in pts], [p[1] for p in pts])
                 errs[m] = [p[2] for p in pts]
-        line_plot(series, os.path.join(out_dir, "error_vs_budget.png"), "budget (single-model budgets B)", "test error (%)", title=title, yerr=errs)
+        means = [v for _, ys in series.values() for v in ys if v > 0]
+        spread = bool(means) and max(means) > 8 * min(means)  # methods an order of magnitude apart: a log scale shows them all
+        line_plot(series, os.path.join(out_dir, "error_vs_budget.png"), "budget (single-model budgets B)", "test error (%)", title=title, yerr=errs,
+                  logy=spread)
         curves = {}
         for m in methods:
             mine = [r for r in ok if r["method"] == m]

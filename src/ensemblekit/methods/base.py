@@ -136,6 +136,7 @@ class Method:
 
     name: ClassVar[str] = "method"
     Params: ClassVar[type[StrictModel]] = StrictModel
+    uses_model: ClassVar[bool] = True  # False: the method builds its own networks (the architecture searches)
 
     def __init__(self, model: Any = "cnn1d", *, seed: int = 0, train: TrainConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.model = model

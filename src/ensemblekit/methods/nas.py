@@ -81,6 +81,7 @@ class NasMethod(Method):
     """
 
     Params = NasParams
+    uses_model = False
     test_params: dict[str, Any] = {"search": {"steps": 2, "channels": 2, "nodes": 2, "batch_size": 16}, "channels": 2}
 
     def __init__(self, model: Any = None, **kwargs: Any) -> None:

@@ -125,6 +125,7 @@ def line_plot(
     title: str | None = None,
     yerr: Mapping[str, Sequence[float]] | None = None,
     logx: bool = False,
+    logy: bool = False,
 ) -> Path:
     """Labelled lines ``label -> (xs, ys)`` on one axis, with optional error bars.
 
@@ -136,7 +137,7 @@ def line_plot(
         title: figure title (default none).
         yerr: ``{label: errors}`` (e.g. std over seeds), same length as that label's
             ``ys``; labels without an entry get no error bars.
-        logx: log-scale x axis (default False).
+        logx: log-scale x axis (default False). logy: log-scale y axis (default False).
 
     Returns:
         ``path`` as a :class:`pathlib.Path`.
@@ -178,10 +179,12 @@ def line_plot(
         ax.set_xscale("log")
     elif integer_x:  # member counts, budgets: no 2.5-member ticks
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.grid(True, alpha=0.3, which="both" if logy else "major")
+    ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
