@@ -29,3 +29,16 @@ def tiny_mlp():
 def _seeded():
     torch.manual_seed(1234)
     yield
+
+
+@pytest.fixture
+def cli():
+    """Run the ``ensemblekit`` command line in this process; returns its exit code."""
+    from ensemblekit.cli import main
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        return exc.value.code
+
+    return run

@@ -187,15 +187,9 @@ def test_tune_trials_run_as_ray_units_sharing_the_study(ray_cluster, tmp_path):
     assert (tmp_path / "tune" / "best.yaml").exists() and res["value"] > 0.5
 
 
-def _main(*args: str) -> int:
-    from ensemblekit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code
 
 
-def test_cli_compare_on_ray_and_a_restarted_driver_skips_finished_cells(ray_cluster, tmp_path, capsys):
+def test_cli_compare_on_ray_and_a_restarted_driver_skips_finished_cells(cli, ray_cluster, tmp_path, capsys):
     import yaml
 
     cfg = {"data": "digits", "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
@@ -203,12 +197,12 @@ def test_cli_compare_on_ray_and_a_restarted_driver_skips_finished_cells(ray_clus
            "budgets": [1], "seeds": [0, 1], "methods": [{"name": "independent", "label": "Ind"}], "out": str(tmp_path / "cmp")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     args = ("compare", str(tmp_path / "c.yaml"), "--backend", "ray", "--cpus-per-run", "1")
-    assert _main(*args) == 0
+    assert cli(*args) == 0
     first = json.loads((tmp_path / "cmp" / "results.json").read_text())
     kept, redo = (tmp_path / "cmp" / "cells" / "Ind-b1-s0" / "results.json"), (tmp_path / "cmp" / "cells" / "Ind-b1-s1" / "results.json")
     stamp = kept.stat().st_mtime_ns
     redo.unlink()  # as if the driver had died before this cell finished
-    assert _main(*args) == 0
+    assert cli(*args) == 0
     assert kept.stat().st_mtime_ns == stamp and redo.exists()  # only the missing cell ran again
     assert _strip(json.loads((tmp_path / "cmp" / "results.json").read_text())) == _strip(first)
     assert "[2/2] Ind 1B seed" in capsys.readouterr().out
@@ -219,9 +213,9 @@ def test_cli_compare_on_ray_and_a_restarted_driver_skips_finished_cells(ray_clus
     (("--backend", "ray", "--gpus-per-run", "-1"), "`num_gpus` (--gpus-per-run) must be a number >= 0, got -1.0"),
     (("--backend", "spark"), "unknown backend 'spark'; valid: local, ray"),
 ])
-def test_cli_backend_options_are_checked_before_any_run(tmp_path, capsys, args, match):
+def test_cli_backend_options_are_checked_before_any_run(cli, tmp_path, capsys, args, match):
     (tmp_path / "c.yaml").write_text("data: digits\nout: " + str(tmp_path / "cmp") + "\n")
-    assert _main("compare", str(tmp_path / "c.yaml"), *args) == 2
+    assert cli("compare", str(tmp_path / "c.yaml"), *args) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
 

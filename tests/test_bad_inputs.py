@@ -207,14 +207,6 @@ RUN_DIR_CASES = {
 }
 
 
-def _main(args):
-    from ensemblekit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code
-
-
 def _snapshot(folder):
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
@@ -229,22 +221,22 @@ def _check(capsys, code):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_fails_cleanly_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+def test_bad_input_fails_cleanly_and_writes_nothing(case, tmp_path, capsys, monkeypatch, cli):
     monkeypatch.setenv("COLUMNS", "400")
     args = CASES[case](tmp_path)
     before = _snapshot(tmp_path)
-    _check(capsys, _main(args))
+    _check(capsys, cli(*args))
     assert not (tmp_path / "out").exists()
     assert _snapshot(tmp_path) == before  # nothing written anywhere
 
 
 @pytest.mark.parametrize("case", list(RUN_DIR_CASES))
-def test_bad_files_in_a_run_directory_fail_cleanly(case, tmp_path, capsys, monkeypatch):
+def test_bad_files_in_a_run_directory_fail_cleanly(case, tmp_path, capsys, monkeypatch, cli):
     monkeypatch.setenv("COLUMNS", "400")
     files, args = RUN_DIR_CASES[case]
     run_dir_with(files)(tmp_path)
     before = _snapshot(tmp_path)
-    _check(capsys, _main([a.replace("RUN", str(tmp_path / "run")) for a in args]))
+    _check(capsys, cli(*[a.replace("RUN", str(tmp_path / "run")) for a in args]))
     assert _snapshot(tmp_path) == before
 
 

@@ -32,12 +32,6 @@ def _write(path, obj) -> str:
     return str(path)
 
 
-def _main(*args: str) -> int:
-    from ensemblekit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code
 
 
 @pytest.mark.parametrize("patch, match", [
@@ -50,9 +44,9 @@ def _main(*args: str) -> int:
     ({"method": "boost"}, "unknown method 'boost'"),
     ({"method": {"name": "independent", "members": -1}}, "members: Input should be greater than or equal to 1"),
 ])
-def test_bad_config_exits_2_with_one_line_and_trains_nothing(tmp_path, capsys, patch, match):
+def test_bad_config_exits_2_with_one_line_and_trains_nothing(cli, tmp_path, capsys, patch, match):
     cfg = {**RUN, **patch, "out": str(tmp_path / "runs")}
-    assert _main("train", _write(tmp_path / "c.yaml", cfg)) == 2
+    assert cli("train", _write(tmp_path / "c.yaml", cfg)) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and match in lines[0] and "Traceback" not in err
@@ -65,7 +59,7 @@ def test_bad_config_exit_code_from_a_real_process(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-def test_bad_npz_exits_2_with_one_line(tmp_path):
+def test_bad_npz_exits_2_with_one_line(cli, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.random.randn(20, 4), y=np.array([0, 1, 7] + [0] * 17), x_test=np.random.randn(5, 4), y_test=np.zeros(5))
     cfg = {**RUN, "data": {"npz": str(bad), "num_classes": 3}, "out": str(tmp_path / "runs")}
@@ -77,7 +71,7 @@ def test_bad_npz_exits_2_with_one_line(tmp_path):
     x = np.random.randn(20, 4)
     x[3, 1] = np.nan
     np.savez(nan, x=x, y=np.arange(20) % 2)
-    assert _main("train", _write(tmp_path / "c2.yaml", {**cfg, "data": {"npz": str(nan)}})) == 2
+    assert cli("train", _write(tmp_path / "c2.yaml", {**cfg, "data": {"npz": str(nan)}})) == 2
 
 
 def test_train_then_evaluate(tmp_path):
@@ -149,13 +143,13 @@ def test_compare_writes_rows_table_and_plots(tmp_path):
     assert json.loads((tmp_path / "cmp" / "results.json").read_text())[0]["wall_s"] == rows[0]["wall_s"]
 
 
-def test_threads_option_sets_torch_threads(monkeypatch):
+def test_threads_option_sets_torch_threads(cli, monkeypatch):
     import torch
 
     before = torch.get_num_threads()
     try:
-        assert _main("--threads", "1", "list") == 0
+        assert cli("--threads", "1", "list") == 0
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert _main("--threads", "0", "list") == 2  # typer refuses a range violation
+    assert cli("--threads", "0", "list") == 2  # typer refuses a range violation

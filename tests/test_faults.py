@@ -22,15 +22,9 @@ RUN = {"data": "digits", "model": {"name": "mlp", "kwargs": {"hidden": [16]}}, "
        "train": {"epochs": 4, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}, "progress": False}}
 
 
-def _main(*args: str) -> int:
-    from ensemblekit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code
 
 
-def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(cli, tmp_path, capsys, monkeypatch):
     import ensemblekit.serialization as ser
 
     cfg = tmp_path / "c.yaml"
@@ -44,14 +38,14 @@ def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(tmp_path, ca
         return real(fd)
 
     monkeypatch.setattr(ser.os, "fsync", fsync)
-    assert _main("train", str(cfg), "--run-dir", str(tmp_path / "run")) == 2
+    assert cli("train", str(cfg), "--run-dir", str(tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "checkpoints/train.safetensors" in err and "Traceback" not in err
     state = RunDir(tmp_path / "run").load_checkpoint("train")
     assert state["epoch"] == 2  # the checkpoint before the failed write, intact
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
     monkeypatch.setattr(ser.os, "fsync", real)
-    assert _main("train", "--resume", str(tmp_path / "run")) == 0  # and the run continues from it
+    assert cli("train", "--resume", str(tmp_path / "run")) == 0  # and the run continues from it
 
 
 def test_ctrl_c_says_how_to_continue(tmp_path):

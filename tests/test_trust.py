@@ -14,12 +14,6 @@ from ensemblekit.errors import ConfigError
 from ensemblekit.serialization import atomic_write_text, load_tensors, save_tensors
 
 
-def _main(*args: str) -> int:
-    from ensemblekit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code
 
 
 def _crafted_run(tmp_path, blobs, marker):
@@ -37,13 +31,13 @@ def _crafted_run(tmp_path, blobs, marker):
     return run
 
 
-def test_a_crafted_ensemble_runs_nothing_on_load_evaluate_or_resume(blobs, tmp_path, capsys):
+def test_a_crafted_ensemble_runs_nothing_on_load_evaluate_or_resume(cli, blobs, tmp_path, capsys):
     marker = tmp_path / "pwned"
     run = _crafted_run(tmp_path, blobs, marker)
     with pytest.raises(ConfigError, match="user factory 'os:system'; loading would import and run it"):
         ek.Ensemble.load(str(run / "ensemble.safetensors"))
-    assert _main("evaluate", str(run)) == 2
-    assert _main("train", "--resume", str(run)) == 2
+    assert cli("evaluate", str(run)) == 2
+    assert cli("train", "--resume", str(run)) == 2
     err = capsys.readouterr().err
     assert "--trust-factory" in err and "Traceback" not in err
     assert not marker.exists()

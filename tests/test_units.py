@@ -20,15 +20,9 @@ CFG = {"data": "digits", "model": {"name": "mlp", "kwargs": {"hidden": [8]}},
        "budgets": [1, 2], "seeds": [0], "methods": [{"name": "independent", "label": "Ind"}]}
 
 
-def _main(*args: str) -> int:
-    from ensemblekit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    return exc.value.code
 
 
-def test_a_changed_config_into_the_same_out_is_refused_or_retrained_never_relabelled(blobs, tmp_path, capsys):
+def test_a_changed_config_into_the_same_out_is_refused_or_retrained_never_relabelled(cli, blobs, tmp_path, capsys):
     out = tmp_path / "cmp"
     first = run_compare(CompareConfig(**CFG), str(out), data=blobs).rows
     assert all(len(r["spec_hash"]) == 16 for r in first)
@@ -45,7 +39,7 @@ def test_a_changed_config_into_the_same_out_is_refused_or_retrained_never_relabe
     # the CLI: one line, exit 2
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**CFG, "out": str(out)}))
-    assert _main("compare", str(cfg)) == 2
+    assert cli("compare", str(cfg)) == 2
     err = capsys.readouterr().err
     assert "holds work of another config" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
 

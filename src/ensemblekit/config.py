@@ -30,6 +30,21 @@ __all__ = [
 _NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes")
 
 
+def _shorthand(v: Any, keep: tuple[str, ...], into: str) -> Any:
+    """A name alone means ``{name: ...}``; keys other than ``keep`` are gathered into ``into``
+    (``{name: mnist1d, num_samples: 10}`` -> ``{name: mnist1d, options: {num_samples: 10}}``)."""
+    if isinstance(v, str):
+        return {"name": v}
+    if isinstance(v, Mapping):
+        v = dict(v)
+        extra = dict(v.pop(into, {}) or {})
+        for key in list(v):
+            if key not in keep:
+                extra[key] = v.pop(key)
+        v[into] = extra
+    return v
+
+
 class DataConfig(StrictModel):
     """``mnist1d`` | ``{name: mnist1d, num_samples: 10000}`` | ``{npz: path.npz, val_fraction: 0.1}``."""
 
@@ -40,16 +55,7 @@ class DataConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return {"name": v}
-        if isinstance(v, Mapping):
-            v = dict(v)
-            opts = dict(v.pop("options", {}) or {})
-            for key in list(v):
-                if key not in ("name", "npz"):
-                    opts[key] = v.pop(key)
-            v["options"] = opts
-        return v
+        return _shorthand(v, keep=("name", "npz"), into="options")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -98,16 +104,7 @@ class ModelConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return {"name": v}
-        if isinstance(v, Mapping):
-            v = dict(v)
-            wrappers = dict(v.pop("wrappers", {}) or {})
-            for key in list(v):
-                if key not in ("name", "factory", "kwargs"):
-                    wrappers[key] = v.pop(key)
-            v["wrappers"] = wrappers
-        return v
+        return _shorthand(v, keep=("name", "factory", "kwargs"), into="wrappers")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -140,16 +137,7 @@ class MethodConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return {"name": v}
-        if isinstance(v, Mapping):
-            v = dict(v)
-            params = dict(v.pop("params", {}) or {})
-            for key in list(v):
-                if key not in ("name", "label", "train", "model"):
-                    params[key] = v.pop(key)
-            v["params"] = params
-        return v
+        return _shorthand(v, keep=("name", "label", "train", "model"), into="params")
 
     @model_validator(mode="after")
     def _check(self) -> "MethodConfig":
