@@ -24,7 +24,8 @@ RUN = {"data": "digits", "model": {"name": "mlp", "kwargs": {"hidden": [16]}}, "
 
 
 
-def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(cli, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("code, text", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")])
+def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(cli, tmp_path, capsys, monkeypatch, code, text):
     import ensemblekit.serialization as ser
 
     cfg = tmp_path / "c.yaml"
@@ -34,13 +35,13 @@ def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(cli, tmp_pat
     def fsync(fd):
         calls.append(fd)
         if len(calls) > 3:  # config.yaml, then the checkpoints of epochs 1 and 2 were written
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, text)
         return real(fd)
 
     monkeypatch.setattr(ser.os, "fsync", fsync)
     assert cli("train", str(cfg), "--run-dir", str(tmp_path / "run")) == 2
     err = capsys.readouterr().err
-    assert "No space left on device" in err and "checkpoints/train.safetensors" in err and "Traceback" not in err
+    assert text in err and "checkpoints/train.safetensors" in err and "Traceback" not in err
     state = RunDir(tmp_path / "run").load_checkpoint("train")
     assert state["epoch"] == 2  # the checkpoint before the failed write, intact
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
