@@ -10,6 +10,7 @@ import torch
 import ensemblekit as ek
 from ensemblekit.errors import ConfigError
 from ensemblekit.methods import METHODS
+from ensemblekit.predictors import Predictor, load_predictor
 from ensemblekit.training import Callback
 from ensemblekit.training.config import TrainConfig
 
@@ -45,7 +46,7 @@ class Count(Callback):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_surface(name, blobs):
+def test_method_surface(name, blobs, tmp_path):
     cls = METHODS.get(name)
     assert issubclass(cls, ek.Method) and cls.name == name
     method = _make(name)
@@ -54,10 +55,12 @@ def test_method_surface(name, blobs):
         warnings.simplefilter("ignore")  # boosting warns about the trainable head of the plain mlp
         assert method.fit(blobs, callbacks=[count]) is method
     ens = method.ensemble_
-    assert isinstance(ens, ek.Ensemble) and len(ens) >= 1
+    assert isinstance(ens, Predictor) and ens.num_members >= 1 and len(ens.members_info) == ens.num_members
     probs = method.predict_proba(blobs.test.x)
-    assert probs.shape == (len(ens), len(blobs.test), blobs.num_classes)
+    assert probs.shape == (ens.num_members, len(blobs.test), blobs.num_classes)
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:2]))
+    ens.save(str(tmp_path / "e.safetensors"))  # every predictor reads back from its file, no code run
+    torch.testing.assert_close(load_predictor(str(tmp_path / "e.safetensors")).predict_proba(blobs.test.x), probs, rtol=0, atol=0)
     # history_: one record per epoch of every stage, each naming its stage
     assert isinstance(method.history_, list) and method.history_
     assert all(isinstance(h, dict) and isinstance(h.get("stage"), str) for h in method.history_)

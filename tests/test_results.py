@@ -30,7 +30,7 @@ def test_row_schema_and_cost_against_hand_counted_flops(blobs, tmp_path):
     assert row["cost"]["parameters"] == 3 * (8 * 3 + 3)
     assert row["wall_s"] > 0 and set(row["cost"]["stages_s"]) == {"train"}
     assert set(row["test"]) >= {"accuracy", "error", "nll", "brier", "ece", "members", "member_mean", "diversity", "size_curve"}
-    assert row["hyperparameters"] == {"members": 3} and row["test"]["tta"] == []
+    assert row["hyperparameters"] == {"members": 3, "budget_by": "members"} and row["test"]["tta"] == []
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["test"]["nll"] == row["test"]["nll"] and (tmp_path / "ensemble.safetensors").exists()
 
@@ -61,3 +61,49 @@ def test_test_time_augmentation_is_in_the_reported_test_and_val_metrics(tmp_path
     from ensemblekit.training.flops import inference_flops
 
     assert row["cost"]["inference_flops"] == 2 * inference_flops(ens, data.test.x[:64])  # two passes per example
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_dee_by_hand():
+    from ensemblekit.metrics.calibration import calibrated_nll, deep_ensemble_equivalent, fit_temperature
+
+    torch.manual_seed(0)
+    logits = 3.0 * torch.randn(4000, 5)
+    y = torch.distributions.Categorical(logits=logits).sample()  # labels drawn from softmax(logits)
+    overconfident = (logits * 2.5).softmax(-1)  # the same logits at temperature 1 / 2.5
+    t = fit_temperature(overconfident, y)
+    assert t == pytest.approx(2.5, rel=0.08)
+    assert calibrated_nll(overconfident, y, t) < calibrated_nll(overconfident, y, 1.0)
+    ref = [0.40, 0.30, 0.26]  # calibrated NLL of 1, 2, 3 independent members
+    assert deep_ensemble_equivalent(0.45, ref) == 1.0 and deep_ensemble_equivalent(0.35, ref) == pytest.approx(1.5)
+    assert deep_ensemble_equivalent(0.27, ref) == pytest.approx(2.75) and deep_ensemble_equivalent(0.2, ref) == float("inf")
+
+
+def test_pareto_front_by_hand():
+    from ensemblekit.report.pareto import pareto_front
+
+    pts = [(1.0, 5.0), (2.0, 6.0), (2.0, 4.0), (3.0, 4.5), (4.0, 1.0)]
+    assert pareto_front(pts) == [(1.0, 5.0), (2.0, 4.0), (4.0, 1.0)]
+
+
+def test_flops_budgets_give_each_method_the_epochs_that_fit(blobs, tmp_path):
+    from ensemblekit.config import CompareConfig
+    from ensemblekit.experiments.compare import run_compare
+
+    cfg = CompareConfig(data="digits", model=LINEAR, train={"epochs": 4, "batch_size": 32, "progress": False}, budgets=[1, 2], seeds=[0],
+                        budget_unit="flops", methods=[{"name": "independent", "label": "Ind"}, {"name": "batch_ensemble", "members": 4},
+                                                      {"name": "independent", "label": "Single", "members": 1, "budget_by": "epochs"},
+                                                      {"name": "curve_ensemble", "members": 3}])
+    rows = {(r["method"], r["budget"]): r for r in run_compare(cfg, str(tmp_path), data=blobs).rows}
+    single = rows[("Ind", 1)]["cost"]["train_flops"]
+    assert single == 96 * 240 * 4  # one Linear(8, 3) for 4 epochs
+    assert rows[("Ind", 2)]["budget_kwargs"] == {"members": 2, "epochs": 4, "budget_unit": "flops"}
+    assert rows[("Single", 2)]["budget_kwargs"]["epochs"] == 8 and rows[("Single", 2)]["cost"]["train_flops"] == 2 * single
+    # BatchEnsemble: four members in one network, and the input factor r needs the input's gradient:
+    # one epoch costs 6 single-model epochs here (measured), so 2B (8 single epochs) gets round(8 / 6) = 1 epoch
+    be = rows[("batch_ensemble", 2)]
+    per_epoch = ek.create_method("batch_ensemble", model=LINEAR, members=4, batch_size=32).epoch_flops(blobs)
+    assert per_epoch == 6 * 96 * 240
+    assert be["budget_kwargs"]["epochs"] == 1 and be["cost"]["train_flops"] == per_epoch
+    assert "skipped" in rows[("curve_ensemble", 1)]  # below 3B either way
+    md = (tmp_path / "results.md").read_text()
+    assert "## Epochs per run (budget_unit: flops)" in md and "## Deep-ensemble equivalent (DEE)" in md and (tmp_path / "pareto.png").exists()

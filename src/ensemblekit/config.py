@@ -11,7 +11,7 @@ import copy
 import inspect
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -183,12 +183,18 @@ class RunConfig(StrictModel):
 
 
 class CompareConfig(StrictModel):
-    """``ensemblekit compare``: methods x budgets x seeds; budget B = one model trained with ``train``."""
+    """``ensemblekit compare``: methods x budgets x seeds; budget B = one model trained with ``train``.
+
+    ``budget_unit``: ``epochs`` (default: kB is what each method's ``at_budget(k)`` makes of k
+    single-model trainings) or ``flops`` (kB is k times the measured training FLOPs of one
+    single model; every method with an epoch knob gets the epochs that fit, the others run
+    as with ``epochs`` and their rows say so)."""
 
     data: DataConfig = Field(default_factory=lambda: DataConfig(name="mnist1d"))
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="cnn1d"))
     train: TrainConfig = Field(default_factory=TrainConfig)
     budgets: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    budget_unit: Literal["epochs", "flops"] = "epochs"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     methods: list[MethodConfig] = Field(default_factory=lambda: [MethodConfig(name="independent")], min_length=1)
     out: str = "runs/compare"

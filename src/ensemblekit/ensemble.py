@@ -397,6 +397,13 @@ class Ensemble:
             ConfigError: a group needs ``factory=`` (or ``trust_factory=True``).
         """
         tensors, meta = load_tensors(path, device=device)
+        return cls.from_saved(path, tensors, meta, factory, device, trust_factory)
+
+    @classmethod
+    def from_saved(cls, path: str, tensors: dict[str, torch.Tensor], meta: Any,
+                   factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None,
+                   device: str | torch.device = "cpu", trust_factory: bool = False) -> "Ensemble":
+        """An ensemble from tensors and metadata already read from ``path`` (see :meth:`load`)."""
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("groups"), list):
             raise DataError(f"{path}: not an ensemblekit ensemble file")
         groups = []

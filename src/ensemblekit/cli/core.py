@@ -85,8 +85,8 @@ def evaluate(
 ) -> None:
     """Metrics of a saved ensemble. Never unpickles, and never imports code the files name unless told to."""
     from ..config import DataConfig, load_yaml, parse_config
-    from ..ensemble import Ensemble
     from ..metrics.evaluate import evaluate as evaluate_fn
+    from ..predictors import load_predictor
     from ..models.registry import model_factory
 
     path = os.path.join(run_dir, "ensemble.safetensors")
@@ -104,7 +104,7 @@ def evaluate(
     if part is None:
         raise ConfigError(f"--split {split}: the data has no {split} split")
     fac = model_factory({"factory": factory}, input_shape=ds.input_shape, num_classes=ds.num_classes) if factory else None
-    ens = Ensemble.load(path, factory=fac, trust_factory=trust_factory)
+    ens = load_predictor(path, factory=fac, trust_factory=trust_factory)
 
     try:
         res = evaluate_fn(ens, part)

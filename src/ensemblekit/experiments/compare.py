@@ -64,9 +64,56 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
         for budget in cfg.budgets:
             for seed in cfg.seeds:
                 key = f"{_slug(m.display)}-b{budget}-s{seed}"
-                specs.append({**base, "model": m.model_spec(cfg.model), "method": m.model_dump(mode="json", exclude_none=True),
-                              "label": m.display, "budget": budget, "seed": seed, "key": key})
+                spec = {**base, "model": m.model_spec(cfg.model), "method": m.model_dump(mode="json", exclude_none=True),
+                        "label": m.display, "budget": budget, "seed": seed, "key": key}
+                if cfg.budget_unit == "flops":  # the single model whose FLOPs a budget counts
+                    spec["budget_unit"], spec["budget_model"] = "flops", cfg.model.spec()
+                specs.append(spec)
     return specs
+
+
+def cell_method(spec: Mapping[str, Any], data: Data) -> tuple[Any, dict[str, Any] | None]:
+    """The cell's method built at its budget, and the keyword arguments that spend it
+    (``(None, None)`` when the method cannot run within that budget).
+
+    With ``budget_unit: flops`` the epoch-mode allocation is rescaled so that the method's
+    measured training FLOPs are k times those of one single model trained with ``train``
+    (every epoch length of the allocation — ``epochs``, ``budget_epochs``, ``cycle_epochs`` —
+    times the same factor); a method without an epoch knob keeps its epoch-mode allocation
+    (``budget_kwargs.budget_unit`` says which applied)."""
+    method_cfg = MethodConfig(**spec["method"])
+    train = {**spec["train"], **method_cfg.train}
+    try:
+        kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
+    except ValidationError as exc:
+        raise ConfigError(f"{spec['label']}: " + format_validation_error(exc, prefix="train", root=TrainConfig)) from None
+    if kwargs is None:
+        return None, None
+    method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **kwargs)
+    if spec.get("budget_unit") == "flops":
+        kwargs, unit = _flops_allocation(spec, method, kwargs, data)
+        method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **kwargs)
+        kwargs = {**kwargs, "budget_unit": unit}
+    return method, kwargs
+
+
+_EPOCH_KEYS = ("epochs", "budget_epochs", "cycle_epochs")
+
+
+def _flops_allocation(spec: Mapping[str, Any], method: Any, kwargs: dict[str, Any], data: Data) -> tuple[dict[str, Any], str]:
+    per_epoch = method.epoch_flops(data)
+    if per_epoch is None:
+        return kwargs, "epochs"
+    single = build_method(MethodConfig(name="independent"), spec["budget_model"], spec["train"], 0, members=1)
+    target = int(spec["budget"]) * single.epoch_flops(data) * TrainConfig(**spec["train"]).epochs
+    epochs = int(kwargs.get("epochs", method.train_config_.epochs))
+    fitted = max(1, int(round(target / per_epoch)))  # the nearest whole number of epochs (the FLOPs column shows the exact cost)
+    ratio = fitted / epochs
+    out = {**kwargs, "epochs": fitted}
+    for key in _EPOCH_KEYS[1:]:
+        if kwargs.get(key) is not None:
+            out[key] = kwargs[key] * ratio if key == "cycle_epochs" else max(1, int(round(kwargs[key] * ratio)))
+    return out, "flops"
 
 
 def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None, force: bool = False) -> dict[str, Any]:
@@ -84,14 +131,12 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, c
     if done is not None:
         return done
     with claim(cell_dir, digest, spec):
-        train = {**spec["train"], **method_cfg.train}
-        budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
-        if budget_kwargs is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
+        method, budget_kwargs = cell_method(spec, data)
+        if method is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
             row = {"method": spec["label"], "name": method_cfg.name, "budget": int(spec["budget"]), "seed": int(spec["seed"]),
                    "skipped": f"{method_cfg.name} cannot run within {spec['budget']}B", "spec_hash": digest}
             write_json(os.path.join(cell_dir, "results.json"), row)
             return row
-        method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs)
         method.fit(data, run_dir=cell_dir, resume=True, cache_dir=cache_dir)
         row = record_result(method, data, cell_dir, label=spec["label"], budget=int(spec["budget"]), plots=False, report=True,
                             extra={"budget_kwargs": budget_kwargs, "spec_hash": digest})
@@ -117,17 +162,12 @@ def check_cells(specs: Sequence[Mapping[str, Any]], data: Data) -> None:
     """Build every cell's method at its budget and check it against the data (nothing trains,
     nothing is written): a bad method config in one cell stops the comparison before any cell runs."""
     for spec in specs:
-        method_cfg = MethodConfig(**spec["method"])
-        train = {**spec["train"], **method_cfg.train}
         try:
-            budget_kwargs = method_cfg.method_class().at_budget(int(spec["budget"]), TrainConfig(**train), dict(method_cfg.params))
-        except ValidationError as exc:
-            raise ConfigError(f"{spec['label']}: " + format_validation_error(exc, prefix="train", root=TrainConfig)) from None
-        if budget_kwargs is not None:
-            try:
-                build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **budget_kwargs).check(data)
-            except EnsembleKitError as exc:
-                raise type(exc)(f"{spec['label']} {spec['budget']}B: {exc}") from None
+            method, _ = cell_method(spec, data)
+            if method is not None:
+                method.check(data)
+        except EnsembleKitError as exc:
+            raise type(exc)(f"{spec['label']} {spec['budget']}B: {exc}") from None
 
 
 def run_compare(
@@ -226,4 +266,7 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
             }
         if curves:
             size_curve_plot(curves, os.path.join(out_dir, "error_vs_members.png"), title=f"{title}: test error vs members (mean over seeds)")
+        from ..report.pareto import pareto_plot
+
+        pareto_plot(ok, methods, os.path.join(out_dir, "pareto.png"), title=f"{title}: error and NLL against cost")
     return md

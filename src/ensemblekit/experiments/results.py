@@ -32,7 +32,9 @@ from typing import Any, Mapping
 from ..data.augment import build_tta
 from ..data.dataset import Data
 from ..methods.base import Method
-from ..metrics.evaluate import evaluate
+from ..metrics.calibration import calibrated_size_curve
+from ..metrics.evaluate import predict_proba
+from ..metrics.summary import evaluate_probs
 from ..serialization import write_json
 from ..training.checkpoint import RunDir
 from ..training.flops import inference_flops
@@ -51,13 +53,24 @@ def _tta(method: Method, data: Data) -> list[Any] | None:
 
 def evaluate_method(method: Method, data: Data) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Test and validation metrics of ``method.ensemble_``, with the method's ``train.tta``
-    transforms averaged as in training's validation (``None`` for a missing split)."""
+    transforms averaged as in training's validation (``None`` for a missing split).
+
+    With a validation split the test metrics also hold ``calibrated``: the temperature fitted
+    on validation and the test NLL after temperature scaling, for the whole ensemble and for
+    the ensembles of its first 1..M members (Ashukha et al. 2020's calibrated log-likelihood)."""
     tta = _tta(method, data)
     ens = method.ensemble_
     names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
-    test = {**evaluate(ens, data.test, tta=tta), "tta": names}
-    val = {**evaluate(ens, data.val, tta=tta), "tta": names} if data.val is not None else None
-    return test, val
+    test_p = predict_proba(ens, data.test, tta).cpu()
+    y_test = data.test.tensors()[1].cpu()
+    test = {**evaluate_probs(test_p, y_test), "tta": names}
+    if data.val is None:
+        return test, None
+    val_p = predict_proba(ens, data.val, tta).cpu()
+    y_val = data.val.tensors()[1].cpu()
+    curve = calibrated_size_curve(val_p, y_val, test_p, y_test)
+    test["calibrated"] = {"temperature": curve["temperature"][-1], "nll": curve["calibrated_nll"][-1], "size_curve": curve}
+    return test, {**evaluate_probs(val_p, y_val), "tta": names}
 
 
 def measure_cost(method: Method, data: Data) -> dict[str, Any]:

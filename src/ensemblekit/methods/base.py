@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from pydantic import ValidationError
@@ -28,7 +28,8 @@ from ..training.callbacks import Callback
 from ..training.checkpoint import RunDir
 from ..training.config import StrictModel, TrainConfig
 
-__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "format_validation_error"]
+__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "format_validation_error",
+           "with_wrapper"]
 
 METHODS: Registry[type["Method"]] = Registry("method")
 
@@ -118,6 +119,23 @@ def check_model_fits(factory: ModelFactory, data: Data) -> None:
         raise DataError(f"model {factory.label!r} outputs {shape} for a batch of 2; expected (2, {data.num_classes}) for {data.num_classes} classes")
 
 
+def with_wrapper(model: Any, key: str, value: Any) -> Any:
+    """``model`` with the registered wrapper ``key: value`` added (a name, a spec dict or a callable)."""
+    if isinstance(model, str):
+        return {"name": model, key: value}
+    if isinstance(model, Mapping):
+        return {**dict(model), key: value}
+    if isinstance(model, ModelFactory) and model.spec is not None:
+        return {**model.spec, key: value}
+    if callable(model):
+        from ..models.registry import WRAPPERS
+
+        wrapper = WRAPPERS.get(key)
+        checked = wrapper.check(value)
+        return lambda: wrapper.apply(model(), checked)
+    return model
+
+
 class Method:
     """Base class of ensemble methods.
 
@@ -202,7 +220,7 @@ class Method:
         from ..training.probe import probe_training
 
         self.validate()
-        factory = model_factory(self.model, input_shape=data.input_shape, num_classes=data.num_classes)
+        factory = model_factory(self._model(), input_shape=data.input_shape, num_classes=data.num_classes)
         check_model_fits(factory, data)
         probe_training(self.train_config_, data, steps_per_epoch(data.train, self.train_config_.batch_size))
         self._check(data, factory)
@@ -210,6 +228,33 @@ class Method:
 
     def _check(self, data: Data, factory: ModelFactory) -> None:
         """Method-specific checks that need the data (default: none)."""
+
+    def epoch_flops(self, data: Data) -> float | None:
+        """Measured FLOPs of one epoch of this method's training (all it trains per epoch), or
+        ``None`` when it has no single epoch knob (a search, a curve between trained endpoints).
+        ``compare`` with ``budget_unit: flops`` uses it to give the method the epochs that fit."""
+        from ..training.flops import epoch_flops
+
+        self.validate()
+        factory = model_factory(self._model(), input_shape=data.input_shape, num_classes=data.num_classes)
+        with torch.random.fork_rng(devices=[]):
+            model = self._trainable(factory, data)
+        if model is None:
+            return None
+        return epoch_flops(model, data, self.train_config_.batch_size, per_member=self._per_member())
+
+    def _trainable(self, factory: ModelFactory, data: Data) -> Any:
+        """A model whose training epoch costs what one epoch of this method costs (for
+        :meth:`epoch_flops`; default: none, the method has no epoch knob)."""
+        return None
+
+    def _per_member(self) -> bool:
+        return self.train_config_.data_order != "shared"
+
+    def _model(self) -> Any:
+        """The model description the members are built from (default: ``model`` as given;
+        a method may add a registered wrapper, see :func:`with_wrapper`)."""
+        return self.model
 
     def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True, callbacks: Sequence[Callback] = (),
             cache_dir: str | None = None, backend: Any = None) -> "Method":

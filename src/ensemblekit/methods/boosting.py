@@ -84,6 +84,9 @@ class Boosting(Method):
         if not data.train.in_memory:
             raise DataError("boosting needs an in-memory training split: the discounted loss looks discounts up by example index")
 
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        return Ensemble.from_factory(factory, members=self.params_.members)  # the members train one after another: the same FLOPs
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         p = self.params_
         if frozen_weight(factory()) is None:

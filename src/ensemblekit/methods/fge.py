@@ -128,6 +128,9 @@ class FGE(Method):
         if not marks:
             raise ConfigError(f"{self.name}: no cycle middle falls within {self.train_config_.epochs} epochs; raise epochs or shorten the cycle")
 
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        return Ensemble.from_factory(factory, members=1)
+
     def _warm_start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
         path = self.params_.init_from
         if path is None:

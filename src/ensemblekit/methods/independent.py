@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -27,6 +27,8 @@ class Independent(Method):
 
     Args:
         members: M (>= 1; default 5).
+        budget_by: how ``compare`` spends kB: ``members`` (default: k members) or ``epochs``
+            (``members`` networks trained k times longer; with ``members: 1``, the single model).
 
     Example:
         >>> import ensemblekit as ek
@@ -39,15 +41,23 @@ class Independent(Method):
 
     class Params(StrictModel):
         members: int = Field(5, ge=1)
+        budget_by: Literal["members", "epochs"] = "members"
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """kB = k members of E epochs (``budget_by: members``, the deep ensemble) or the given
+        members trained for k·E epochs (``budget_by: epochs``: one network given the whole budget)."""
+        if (params or {}).get("budget_by") == "epochs":
+            return {"epochs": budget * train.epochs}
         return {"members": budget}
 
     def _check(self, data: Data, factory: ModelFactory) -> None:
         from ..training.layout import per_member_hparams
 
         per_member_hparams(self.train_config_.optimizer, self.params_.members)  # one value per member
+
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        return Ensemble.from_factory(factory, members=self.params_.members)
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         seeds = self.member_seeds(self.params_.members)

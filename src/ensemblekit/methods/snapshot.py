@@ -76,6 +76,9 @@ class Snapshot(Method):
             raise ConfigError(f"snapshot: a cycle of {cycle} iterations does not fit in the run's {total} iterations "
                               f"({self.train_config_.epochs} epochs x {spe}); lower cycles / cycle_epochs or raise epochs")
 
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        return Ensemble.from_factory(factory, members=1)
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         trajectory = Ensemble.from_factory(factory, seeds=self.member_seeds(1))
         spe = steps_per_epoch(data.train, self.train_config_.batch_size)

@@ -71,6 +71,17 @@ class FamilyMethod(Method):
                               f"got {self.train_config_.data_order!r}")
         variational_shapes(factory())  # Linear / Conv layers only: anything else is named here
 
+    def _trainable(self, factory: ModelFactory, data: Data) -> Any:
+        """Per epoch the family trains ``samples`` networks (the hypernetwork) or one per lambda."""
+        from ..varhyper.forms import create_form
+        from ..varhyper.model import HyperModel
+
+        p = self.params_
+        hyper = {**p.hyper_kwargs(), "eval_lambdas": p.lambdas}
+        if self.name == "varhyper":
+            return HyperModel(factory(), create_form(p.form, rank=p.rank, hidden=p.hidden, pivots=p.pivots), **hyper)
+        return Ensemble.from_factory(factory, members=len(p.lambdas))
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         family, info = self._train_family(data, factory, run)
         self._record_stage(info["stage"], info["cost"], info["history"])

@@ -60,6 +60,43 @@ def _cost_cell(values: list[float | None] | None) -> str:
     return human(sum(values) / len(values))  # type: ignore[arg-type]
 
 
+def _reference_curves(rows: Sequence[Mapping[str, Any]]) -> dict[int, list[float]]:
+    """Per seed: the calibrated test NLL of 1..K independent members (the largest Ind cell)."""
+    out: dict[int, list[float]] = {}
+    best: dict[int, int] = {}
+    for r in rows:
+        cal = r.get("test", {}).get("calibrated")
+        if r.get("name") == "independent" and cal and r["members"] > best.get(r["seed"], 0):
+            best[r["seed"]] = r["members"]
+            out[r["seed"]] = list(cal["size_curve"]["calibrated_nll"])
+    return out
+
+
+def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int]) -> list[list[str]]:
+    """The DEE table's body (empty without an Ind method or a validation split)."""
+    from ..metrics.calibration import deep_ensemble_equivalent
+
+    refs = _reference_curves(rows)
+    if not refs:
+        return []
+    k_max = min(len(c) for c in refs.values())
+    g: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in rows:
+        cal = r.get("test", {}).get("calibrated")
+        ref = refs.get(r["seed"])
+        if cal and ref:
+            g[(r["method"], int(r["budget"]))].append(deep_ensemble_equivalent(cal["nll"], ref[:k_max]))
+
+    def cell(values: list[float] | None) -> str:
+        if not values:
+            return "—"
+        if any(math.isinf(v) for v in values):
+            return f"> {k_max}" if all(math.isinf(v) for v in values) else f"≥ {min(v for v in values if not math.isinf(v)):.1f}"
+        return _cell(values, 2)
+
+    return [[m, *[cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
+
+
 def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "") -> str:
     """The comparison report, mean ± std over seeds: test error %, NLL, ECE, training seconds,
     members; then the cost: parameters of the predicting ensemble, measured training FLOPs
@@ -91,6 +128,23 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str
             g[(r["method"], int(r["budget"]))].append(fn(r))
         body = [[m, *[_cost_cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
         parts += [f"## {name}", "", markdown_table(header, body), ""]
+    alloc: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for r in rows:
+        kw = r.get("budget_kwargs") or {}
+        if "budget_unit" in kw:
+            alloc[(r["method"], int(r["budget"]))].append(f"{kw.get('epochs', '—')}" + ("" if kw["budget_unit"] == "flops" else " †"))
+    if alloc:
+        body = [[m, *[", ".join(sorted(set(alloc.get((m, b), ["—"])))) for b in budgets]] for m in methods if any((m, b) in alloc for b in budgets)]
+        parts += ["## Epochs per run (budget_unit: flops)", "",
+                  "kB = k times the measured training FLOPs of one single model; each method gets the whole number of epochs "
+                  "nearest to that (the Training FLOPs table has the exact cost). †: a method without an epoch knob, run as with "
+                  "budget_unit: epochs.", "", markdown_table(header, body), ""]
+    dee = dee_rows(rows, methods, budgets)
+    if dee:
+        parts += ["## Deep-ensemble equivalent (DEE)", "",
+                  "How many independently trained members (Ind) match each method's calibrated test NLL (temperature fitted on "
+                  "the validation split; Ashukha et al. 2020), interpolated on Ind's size curve of the same seed; "
+                  "`> K`: better than the largest Ind ensemble measured.", "", markdown_table(header, dee), ""]
     parts.append("Training FLOPs count every optimisation step (forward and backward, all members; for the search methods "
                  "also the DARTS search and the hypernetwork), measured with torch.utils.flop_counter on the first step of each stage.")
     return "\n".join(parts)

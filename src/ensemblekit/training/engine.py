@@ -293,7 +293,7 @@ class Trainer:
         for batch in self.batcher.epoch(self.epoch, start_step=start):
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.zero_grad(set_to_none=True)
-            losses, logits = self._forward_backward(batch, lr)
+            losses, logits, used = self._forward_backward(batch, lr)
             if self.config.grad_clip is not None:
                 self.layout.clip(self.config.grad_clip)
             if self.config.weight_decay:
@@ -303,10 +303,10 @@ class Trainer:
             scheduler.step()
             self.step += 1
             with torch.no_grad():
-                n = batch.y.shape[-1]
+                n = used.y.shape[-1]
                 self.examples_seen += n
                 loss_sum += losses.detach() * n
-                y = batch.y if batch.per_member else batch.y.unsqueeze(0)
+                y = used.y if used.per_member else used.y.unsqueeze(0)
                 correct += (logits.argmax(-1) == y).sum(-1)
                 seen += n
             for cb in self.callbacks:
@@ -334,24 +334,24 @@ class Trainer:
             self._checkpoint()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
 
-    def _forward_backward(self, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_backward(self, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.Tensor, Batch]:
         """Losses and logits of one step, gradients accumulated; the first step this process
         runs is counted by the FLOP counter (it observes, it does not change the numbers)."""
 
-        def step() -> tuple[torch.Tensor, torch.Tensor]:
-            losses, logits = self._losses(batch)
+        def step() -> tuple[torch.Tensor, torch.Tensor, Batch]:
+            losses, logits, used = self._losses(batch)
             self.last_losses = losses.detach()
             loss = losses.sum()
             if not torch.isfinite(loss):
                 self._diverged(losses, lr)
             loss.backward()
-            return losses, logits
+            return losses, logits, used
 
         if self.flops_per_step is not None:
             return step()
         with flop_counter() as counter:
             out = step()
-        self.flops_per_step, self.examples_per_step = float(counter.get_total_flops()), int(batch.y.shape[-1])
+        self.flops_per_step, self.examples_per_step = float(counter.get_total_flops()), int(out[2].y.shape[-1])
         return out
 
     @torch.no_grad()
@@ -373,7 +373,16 @@ class Trainer:
             "val_member_nll": [round(float(v), 6) for v in member_nll],
         }
 
-    def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _targets(self, batch: Batch) -> Batch:
+        """The batch with the labels of the examples the model's last forward really used
+        (a model that re-pairs or repeats examples, like MIMO, says so by ``targets(y)``)."""
+        targets = getattr(self.model, "targets", None)
+        if targets is None:
+            return batch
+        y = targets(batch.y)
+        return batch if y is batch.y else Batch(batch.x, y, None)
+
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Batch]:
         """Per-member training losses ``(M,)`` (with augmentation, mixup, penalties) and the logits."""
         x = self.augment(batch.x, None) if self.augment is not None else batch.x
         params = self.layout.forward_params()
@@ -384,15 +393,18 @@ class Trainer:
             losses = lam * self.loss_fn(logits, batch) + (1 - lam) * self.loss_fn(logits, partner)
         else:
             logits = self.model(x, per_member=batch.per_member, params=params)
+            batch = self._targets(batch)
             losses = self.loss_fn(logits, batch)
         if self.config.penalties.active:
             losses = losses + member_penalties(self.model, self.config.penalties, params)
-        return losses, logits
+        return losses, logits, batch
 
     @torch.no_grad()
     def _decay(self) -> None:
         """Decoupled weight decay: ``w <- w (1 - lr * weight_decay)`` with each group's current rate."""
         for group in self.optimizer.param_groups:
+            if not group.get("ek_decay", True):
+                continue
             for p in group["params"]:
                 p.mul_(1.0 - group["lr"] * self.config.weight_decay)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-__all__ = ["count_flops", "flop_counter", "inference_flops"]
+__all__ = ["count_flops", "flop_counter", "inference_flops", "epoch_flops"]
 
 _aten = torch.ops.aten
 
@@ -41,6 +41,37 @@ def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
     with flop_counter() as counter:
         out = fn()
     return out, int(counter.get_total_flops())
+
+
+def epoch_flops(model: Any, data: Any, batch_size: int, per_member: bool = False) -> float:
+    """Measured FLOPs of one training epoch of ``model`` on ``data.train``: one forward and
+    backward step (cross-entropy of every member) on a batch, per example, times the examples.
+
+    The model is used as it is (call it on a copy if it must stay untouched); the step's
+    gradients are cleared."""
+    import torch.nn.functional as F
+
+    x, y = data.train.tensors()
+    b = min(int(batch_size), len(y))
+    xb, yb = x[:b].to(model.device), y[:b].to(model.device)
+    m = model.num_members
+    if per_member:
+        xb = xb.unsqueeze(0).expand(m, *xb.shape)
+    was = getattr(model, "training", False)
+    model.train()
+    try:
+        def step() -> None:
+            logits = model(xb, per_member=per_member)
+            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(logits.shape[0] * logits.shape[1] // b)).backward()
+
+        with torch.random.fork_rng(devices=[]):
+            _, flops = count_flops(step)
+    finally:
+        model.train(was)
+        for g in model.param_groups():
+            for t in g.params.values():
+                t.grad = None
+    return flops / b * len(y)
 
 
 @torch.no_grad()

@@ -89,7 +89,12 @@ class ParamLayout:
 
     def optimizer_params(self) -> list[torch.Tensor] | list[dict[str, Any]]:
         if self.leaves is None:
-            return trainable_tensors(self.groups)
+            if all(g.decay for g in self.groups):
+                return trainable_tensors(self.groups)
+            decayed = trainable_tensors([g for g in self.groups if g.decay])
+            kept = trainable_tensors([g for g in self.groups if not g.decay])
+            # "ek_decay": the engine's decoupled weight decay skips the group too
+            return [group for group in ({"params": decayed}, {"params": kept, "weight_decay": 0.0, "ek_decay": False}) if group["params"]]
         by_member: dict[int, list[torch.Tensor]] = {}
         shared: list[torch.Tensor] = []
         for g, leaves in zip(self.groups, self.leaves):

@@ -62,12 +62,15 @@ class ParamGroup:
         members: the members that axis 0 of every tensor indexes (``slice(0, 5)`` for a
             group of five stacked copies), or ``None``: the tensors are shared by all members.
         regularized: whether ``train.penalties`` apply to these tensors.
+        decay: whether weight decay (the optimizer's and ``train.weight_decay``) applies to
+            them (BatchEnsemble's rank-1 factors may be excluded).
     """
 
     name: str
     params: "OrderedDict[str, torch.Tensor]"
     members: slice | None = None
     regularized: bool = True
+    decay: bool = True
 
     @property
     def size(self) -> int:
@@ -118,6 +121,10 @@ class TrainableModel(Protocol):
 
     def predict_proba(self, x: Any, batch_size: int = 1024) -> torch.Tensor:
         """Per-member probabilities ``(M, N, C)`` in eval mode (``x``: a tensor or a Split)."""
+
+    # Optional: ``targets(y) -> y``, the labels of the examples the last training forward used,
+    # for a model that re-pairs or repeats its inputs (MIMO); the engine scores the logits
+    # against them instead of the batch's labels.
 
 
 _REQUIRED = ("num_members", "device", "param_groups", "train", "eval", "to", "state_tensors", "load_state_tensors",

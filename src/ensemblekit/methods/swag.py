@@ -1,0 +1,100 @@
+"""SWAG and MultiSWAG: samples from a Gaussian fitted to the SWA trajectory.
+
+Maddox et al., NeurIPS 2019; Wilson & Izmailov, NeurIPS 2020 (:mod:`ensemblekit.efficient.swag`);
+docs/methods.md (swag).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from ..data.batching import steps_per_epoch
+from ..data.dataset import Data
+from ..efficient.swag import SWAGCollector, swag_samples
+from ..ensemble import Ensemble
+from ..errors import ConfigError
+from ..models.registry import ModelFactory
+from ..seeding import derive_seed
+from ..training.bn import recompute_bn
+from ..training.callbacks import Callback
+from ..training.checkpoint import RunDir
+from ..training.config import TrainConfig
+from .base import register_method
+from .fge import FGE
+from .swa import SWA, SWAParams
+
+__all__ = ["SWAG", "SWAGParams"]
+
+
+class SWAGParams(SWAParams):
+    samples: int = Field(10, ge=1)
+    rank: int = Field(20, ge=1)
+    scale: float = Field(0.5, ge=0)
+    runs: int = Field(1, ge=1)
+
+
+@register_method("swag")
+class SWAG(SWA):
+    """Members sampled from SWAG's Gaussian over the weights, BatchNorm recomputed for each.
+
+    The trajectory is SWA's (FGE's pre-training and cycles, or ``swa_lr``); at every
+    collection step the running mean, mean of squares and the last ``rank`` deviations of
+    the weights are kept; ``samples`` draws
+    ``θ̄ + scale·(Σ_diag^{1/2} z1 / √2 + D z2 / √(2(K−1)))`` per trajectory are the members.
+    ``runs`` > 1 is MultiSWAG: that many trajectories from independent initialisations,
+    trained side by side, each contributing its samples.
+
+    Budget: as SWA, kB = one run of k·E epochs (``runs`` trajectories cost ``runs`` times that).
+
+    Args: those of :class:`~ensemblekit.methods.swa.SWA`, plus ``samples`` (per run, default
+    10), ``rank`` (K, default 20), ``scale`` (default 0.5), ``runs`` (default 1).
+
+    Paper: Maddox et al., "A Simple Baseline for Bayesian Uncertainty in Deep Learning",
+    NeurIPS 2019; Wilson & Izmailov, NeurIPS 2020 (MultiSWAG); docs/methods.md (swag).
+    """
+
+    Params = SWAGParams
+    stage = "swag"
+    test_params = {"samples": 3, "runs": 2}
+
+    @classmethod
+    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return FGE.at_budget(budget, train, params)
+
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        return Ensemble.from_factory(factory, members=self.params_.runs)
+
+    def collector(self, spe: int) -> Callback:
+        c, p = self.cycle_steps(spe), self.pretrain_steps(spe)
+        return SWAGCollector(lambda step: step > p and (step - p) % c == c // 2, rank=self.params_.rank)
+
+    def _warm_start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
+        if self.params_.init_from is not None:
+            if self.params_.runs != 1:
+                raise ConfigError("swag: init_from starts one trajectory; runs must be 1")
+            return super()._warm_start(factory)
+        return Ensemble.from_factory(factory, seeds=self.member_seeds(self.params_.runs)), None
+
+    def _fit(self, data: Data, factory: ModelFactory, run: Any) -> None:
+        p = self.params_
+        trained, collector = self._trajectory(data, factory, run)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "swag"))
+        parts = []
+        for i, draw in enumerate(swag_samples(collector, p.samples, p.scale, gen, trained.num_members)):  # type: ignore[arg-type]
+            part = trained.clone()
+            with torch.no_grad():
+                for name, t in part.state_tensors(buffers=False).items():
+                    t.copy_(draw[name])
+            part.members_info = [{**info, "sample": i, "run": r} for r, info in enumerate(part.members_info)]
+            parts.append(part)
+        samples = Ensemble.cat(parts)
+        self.swag_ = collector
+        self.ensemble_ = self._measured("samples_bn", lambda: recompute_bn(samples, data.train, batch_size=max(self.train_config_.batch_size, 256)))
+
+    def report(self, run: RunDir, data: Data) -> None:
+        from .collect import plot_policy
+
+        plot_policy(self, steps_per_epoch(data.train, self.train_config_.batch_size), run.file("lr_schedule.png"))
