@@ -157,3 +157,19 @@ def test_multiswag_samples_every_run_and_recomputes_batchnorm(blobs):
     assert not torch.allclose(means[0], means[2])  # each sample got its own statistics
     acc = float((m.predict_proba(blobs.test.x).mean(0).argmax(-1) == blobs.test.y).float().mean())
     assert acc > 0.8
+
+
+MODELS = [("mlp", {"hidden": [16]}, (8,)), ("cnn1d", {}, (1, 40)), ("cnn2d", {}, (1, 8, 8)), ("resnet", {"depth": 20, "width": 8}, (3, 16, 16)),
+          ("vgg", {"depth": 11, "width": 0.125}, (3, 32, 32)), ("wrn", {"depth": 10, "widen_factor": 1}, (3, 16, 16))]
+
+
+@pytest.mark.parametrize("name, kwargs, shape", MODELS, ids=[m[0] for m in MODELS])
+def test_every_transformation_works_on_every_registered_model(name, kwargs, shape):
+    from ensemblekit.efficient.masksembles import to_masksembles
+
+    base = create_model(name, input_shape=shape, num_classes=5, **kwargs)
+    x = torch.randn(3, *shape)
+    for net in (to_batch_ensemble(base, members=2), to_mimo(base, members=2), to_masksembles(base, members=2, scale=1.5)):
+        assert net.eval()(x).shape == (2, 3, 5)
+    packed = model_factory({"name": name, "kwargs": kwargs, "packed": {"alpha": 2, "members": 4}}, input_shape=shape, num_classes=5)
+    assert Ensemble.from_factory(packed, seeds=[0, 1, 2, 3])(x).shape == (4, 3, 5)

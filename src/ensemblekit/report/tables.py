@@ -61,14 +61,20 @@ def _cost_cell(values: list[float | None] | None) -> str:
 
 
 def _reference_curves(rows: Sequence[Mapping[str, Any]]) -> dict[int, list[float]]:
-    """Per seed: the calibrated test NLL of 1..K independent members (the largest Ind cell)."""
+    """Per seed: the calibrated test NLL of 1..K independent members.
+
+    k members is the Ind cell of k members when the table has one (so Ind reads exactly k),
+    else the first k members of the largest Ind cell of that seed."""
+    ind = [r for r in rows if r.get("name") == "independent" and r.get("test", {}).get("calibrated")
+           and (r.get("hyperparameters") or {}).get("budget_by", "members") == "members"]
     out: dict[int, list[float]] = {}
-    best: dict[int, int] = {}
-    for r in rows:
-        cal = r.get("test", {}).get("calibrated")
-        if r.get("name") == "independent" and cal and r["members"] > best.get(r["seed"], 0):
-            best[r["seed"]] = r["members"]
-            out[r["seed"]] = list(cal["size_curve"]["calibrated_nll"])
+    for seed in {r["seed"] for r in ind}:
+        mine = [r for r in ind if r["seed"] == seed]
+        largest = max(mine, key=lambda r: r["members"])
+        curve = list(largest["test"]["calibrated"]["size_curve"]["calibrated_nll"])
+        for r in mine:
+            curve[r["members"] - 1] = r["test"]["calibrated"]["nll"]
+        out[seed] = curve
     return out
 
 
@@ -90,9 +96,11 @@ def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets:
     def cell(values: list[float] | None) -> str:
         if not values:
             return "—"
-        if any(math.isinf(v) for v in values):
-            return f"> {k_max}" if all(math.isinf(v) for v in values) else f"≥ {min(v for v in values if not math.isinf(v)):.1f}"
-        return _cell(values, 2)
+        beyond = sum(math.isinf(v) for v in values)
+        if beyond == len(values):
+            return f"> {k_max}"
+        finite = _cell([v for v in values if not math.isinf(v)], 2)
+        return finite if not beyond else f"{finite}; > {k_max} in {beyond}/{len(values)} seeds"
 
     return [[m, *[cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
 
