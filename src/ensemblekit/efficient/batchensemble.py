@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .shared import MemberNet, fold, register_transform
+from .shared import RepeatedBatchNet, register_transform
 
 __all__ = ["BELinear", "BEConv", "BatchEnsembleNet", "to_batch_ensemble"]
 
@@ -89,16 +89,8 @@ class BEConv(_BELayer):
         return self._finish(self.conv(self._scale(x, self.r)))
 
 
-class BatchEnsembleNet(MemberNet):
+class BatchEnsembleNet(RepeatedBatchNet):
     """A model whose linear and convolutional layers are BatchEnsemble layers; the batch is repeated per member."""
-
-    def __init__(self, body: nn.Module, members: int) -> None:
-        super().__init__(members)
-        self.body = body
-
-    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        out = self.body(fold(x, self.members, per_member))
-        return out.reshape(self.members, out.shape[0] // self.members, *out.shape[1:])
 
 
 @register_transform("batch_ensemble")

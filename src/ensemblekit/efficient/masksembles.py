@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .shared import MemberNet, fold, register_transform
+from .shared import RepeatedBatchNet, find_layers, register_transform
 
 __all__ = ["generate_masks", "MaskLayer", "MasksemblesNet", "to_masksembles"]
 
@@ -68,16 +68,8 @@ class MaskLayer(nn.Module):
         return (view * self.masks.reshape(m, 1, c, *([1] * (x.dim() - 2)))).reshape(x.shape)
 
 
-class MasksemblesNet(MemberNet):
+class MasksemblesNet(RepeatedBatchNet):
     """A model with mask layers; the batch is repeated per member."""
-
-    def __init__(self, body: nn.Module, members: int) -> None:
-        super().__init__(members)
-        self.body = body
-
-    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        out = self.body(fold(x, self.members, per_member))
-        return out.reshape(self.members, out.shape[0] // self.members, *out.shape[1:])
 
 
 @register_transform("masksembles")
@@ -91,16 +83,7 @@ def to_masksembles(model: nn.Module, members: int = 4, scale: float = 2.0, where
     if where not in ("head", "all"):
         raise ConfigError(f"masksembles where must be 'head' or 'all', got {where!r}")
     body = copy.deepcopy(model)
-    layers: list[tuple[nn.Module, str, nn.Module]] = []
-
-    def visit(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            if type(child) in (nn.Linear, nn.Conv1d, nn.Conv2d):
-                layers.append((parent, name, child))
-            else:
-                visit(child)
-
-    visit(body)
+    layers = find_layers(body, (nn.Linear, nn.Conv1d, nn.Conv2d))
     if not layers or type(layers[-1][2]) is not nn.Linear:
         raise ConfigError(f"masksembles needs a model ending in a Linear head, got {type(model).__name__}")
     parent, name, head = layers[-1]

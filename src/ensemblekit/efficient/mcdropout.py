@@ -36,16 +36,9 @@ def _check_p(value: Any) -> float:
 @register_wrapper("head_dropout", check=_check_p, order=15)
 def add_head_dropout(model: nn.Module, p: float) -> nn.Module:
     """Put ``nn.Dropout(p)`` before the last Linear layer (in place)."""
-    found: list[tuple[nn.Module, str, nn.Linear]] = []
+    from .shared import find_layers
 
-    def visit(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            if type(child) is nn.Linear:
-                found.append((parent, name, child))
-            else:
-                visit(child)
-
-    visit(model)
+    found = find_layers(model, (nn.Linear,))
     if not found:
         raise ConfigError(f"head_dropout needs a model with a Linear head, got {type(model).__name__}")
     parent, name, head = found[-1]
@@ -113,15 +106,10 @@ class MCDropout:
 
     forward = __call__
 
-    @torch.no_grad()
     def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
-        if isinstance(x, Split):
-            chunks = [self(xb).float().softmax(-1) for xb, _ in x.batches(batch_size, device=self.device)]
-        else:
-            if not isinstance(x, torch.Tensor):
-                raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
-            chunks = [self(x[i:i + batch_size].to(self.device)).float().softmax(-1) for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(chunks, dim=1)
+        from .shared import batched_probs
+
+        return batched_probs(self, x, batch_size, self.device)
 
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         return self.predict_proba(x, batch_size).mean(0)

@@ -18,22 +18,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .shared import MemberNet, register_transform
+from .shared import MemberNet, find_layers, register_transform
 
 __all__ = ["MIMONet", "to_mimo"]
 
 
 def _first_and_last(model: nn.Module) -> tuple[tuple[nn.Module, str, nn.Module], tuple[nn.Module, str, nn.Module]]:
-    found: list[tuple[nn.Module, str, nn.Module]] = []
-
-    def visit(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            if type(child) in (nn.Linear, nn.Conv1d, nn.Conv2d):
-                found.append((parent, name, child))
-            else:
-                visit(child)
-
-    visit(model)
+    found = find_layers(model, (nn.Linear, nn.Conv1d, nn.Conv2d))
     if len(found) < 1 or type(found[-1][2]) is not nn.Linear:
         raise ConfigError(f"mimo needs a model whose first layer is a Linear/Conv1d/Conv2d and whose last is a Linear head; "
                           f"{type(model).__name__} has {[type(f[2]).__name__ for f in found] or 'none'}")

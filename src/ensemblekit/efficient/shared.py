@@ -30,7 +30,7 @@ from ..registry import Registry
 from ..serialization import copy_state_, load_tensors, save_tensors
 from ..training.protocol import ParamGroup
 
-__all__ = ["MemberNet", "SharedEnsemble", "TRANSFORMS", "register_transform", "SHARED_FORMAT"]
+__all__ = ["MemberNet", "RepeatedBatchNet", "SharedEnsemble", "TRANSFORMS", "register_transform", "SHARED_FORMAT", "find_layers", "batched_probs", "fold"]
 
 SHARED_FORMAT = "ensemblekit.shared/1"
 
@@ -81,6 +81,48 @@ def fold(x: torch.Tensor, members: int, per_member: bool) -> torch.Tensor:
             raise DataError(f"per-member inputs need a leading axis of {members} members, got shape {tuple(x.shape)}")
         return x.reshape(members * x.shape[1], *x.shape[2:])
     return x.repeat(members, *([1] * (x.dim() - 1)))
+
+
+class RepeatedBatchNet(MemberNet):
+    """A network whose layers read a member-major batch ``(M·B, ...)``: the input is repeated
+    once per member (or given per member) and the output viewed as ``(M, B, C)``
+    (BatchEnsemble, Masksembles)."""
+
+    def __init__(self, body: nn.Module, members: int) -> None:
+        super().__init__(members)
+        self.body = body
+
+    def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        out = self.body(fold(x, self.members, per_member))
+        return out.reshape(self.members, out.shape[0] // self.members, *out.shape[1:])
+
+
+def find_layers(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[tuple[nn.Module, str, nn.Module]]:
+    """``(parent, attribute, layer)`` of every module of exactly one of ``types``, in module order
+    (the modules inside a found layer are not searched)."""
+    found: list[tuple[nn.Module, str, nn.Module]] = []
+
+    def visit(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if type(child) in types:
+                found.append((parent, name, child))
+            else:
+                visit(child)
+
+    visit(model)
+    return found
+
+
+@torch.no_grad()
+def batched_probs(call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor | Split, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Per-member probabilities ``(M, N, C)`` of ``call`` (logits ``(M, B, C)``) over ``x`` in batches."""
+    if isinstance(x, Split):
+        chunks = [call(xb).float().softmax(-1) for xb, _ in x.batches(batch_size, device=device)]
+    else:
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
+        chunks = [call(x[i:i + batch_size].to(device)).float().softmax(-1) for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(chunks, dim=1)
 
 
 class SharedEnsemble:
@@ -179,13 +221,7 @@ class SharedEnsemble:
         was = self.training
         self.eval()
         try:
-            if isinstance(x, Split):
-                chunks = [self(xb).float().softmax(-1) for xb, _ in x.batches(batch_size, device=self.device)]
-            else:
-                if not isinstance(x, torch.Tensor):
-                    raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
-                chunks = [self(x[i:i + batch_size].to(self.device)).float().softmax(-1) for i in range(0, x.shape[0], batch_size)]
-            return torch.cat(chunks, dim=1)
+            return batched_probs(self, x, batch_size, self.device)
         finally:
             self.train(was)
 

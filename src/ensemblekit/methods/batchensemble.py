@@ -7,28 +7,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 
-from ..data.dataset import Data
 from ..efficient.batchensemble import to_batch_ensemble
-from ..efficient.shared import SharedEnsemble
-from ..models.registry import ModelFactory
-from ..seeding import derive_seed
-from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
-from .base import Method, register_method
+from ..training.config import StrictModel
+from .base import register_method
+from .one_network import SharedNetworkMethod, single_run_budget
 
 __all__ = ["BatchEnsemble", "single_run_budget"]
 
 
-def single_run_budget(budget: int, train: TrainConfig) -> dict[str, Any]:
-    """kB for a method that trains one network (however many members it holds): one run of k·E epochs."""
-    return {"epochs": budget * train.epochs}
-
-
 @register_method("batch_ensemble")
-class BatchEnsemble(Method):
+class BatchEnsemble(SharedNetworkMethod):
     """M members sharing every weight ``W``, each with its own rank-1 factors ``r_m, s_m`` and biases.
 
     Every Linear/Conv1d/Conv2d of the model becomes ``y = ((x ∘ r_m) W) ∘ s_m + b_m``; the
@@ -56,23 +46,9 @@ class BatchEnsemble(Method):
 
     test_params = {"members": 3}
 
-    @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return single_run_budget(budget, train)
+    transform = "batch_ensemble"
+    _transform = staticmethod(to_batch_ensemble)
 
     def _options(self) -> dict[str, Any]:
         p = self.params_
         return {"members": p.members, "init": p.init, "init_std": p.init_std, "decay_factors": p.decay_factors}
-
-    def _check(self, data: Data, factory: ModelFactory) -> None:
-        to_batch_ensemble(factory(), **self._options())  # a layer it cannot convert is named here
-
-    def _trainable(self, factory: ModelFactory, data: Data) -> SharedEnsemble:
-        return SharedEnsemble(to_batch_ensemble(factory(), **self._options()), "batch_ensemble", self._options(), factory.spec)
-
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "init"))
-            net = to_batch_ensemble(factory(), **self._options())
-        model = SharedEnsemble(net, "batch_ensemble", self._options(), factory.spec)
-        self.ensemble_ = self._train_stage(model, data, run, "train")

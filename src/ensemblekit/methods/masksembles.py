@@ -7,24 +7,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 
-from ..data.dataset import Data
 from ..efficient.masksembles import to_masksembles
-from ..efficient.shared import SharedEnsemble
-from ..models.registry import ModelFactory
 from ..seeding import derive_seed
-from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
-from .base import Method, register_method
-from .batchensemble import single_run_budget
+from ..training.config import StrictModel
+from .base import register_method
+from .one_network import SharedNetworkMethod
 
 __all__ = ["Masksembles"]
 
 
 @register_method("masksembles")
-class Masksembles(Method):
+class Masksembles(SharedNetworkMethod):
     """M members sharing all weights, each seeing the features through its own fixed binary mask.
 
     The masks sit before the head (``where: head``) or after every hidden Linear/Conv as well
@@ -47,23 +42,9 @@ class Masksembles(Method):
 
     test_params = {"members": 2, "scale": 1.5}
 
-    @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return single_run_budget(budget, train)
+    transform = "masksembles"
+    _transform = staticmethod(to_masksembles)
 
     def _options(self) -> dict[str, Any]:
         p = self.params_
         return {"members": p.members, "scale": p.scale, "where": p.where, "seed": derive_seed(self.seed, "masks")}
-
-    def _check(self, data: Data, factory: ModelFactory) -> None:
-        to_masksembles(factory(), **self._options())
-
-    def _trainable(self, factory: ModelFactory, data: Data) -> SharedEnsemble:
-        return SharedEnsemble(to_masksembles(factory(), **self._options()), "masksembles", self._options(), factory.spec)
-
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "init"))
-            net = to_masksembles(factory(), **self._options())
-        model = SharedEnsemble(net, "masksembles", self._options(), factory.spec)
-        self.ensemble_ = self._train_stage(model, data, run, "train")

@@ -15,15 +15,15 @@ from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..seeding import derive_seed
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
-from .base import Method, register_method, with_wrapper
-from .batchensemble import single_run_budget
+from ..training.config import StrictModel
+from .base import register_method, with_wrapper
+from .one_network import OneNetworkMethod
 
 __all__ = ["MCDropoutMethod"]
 
 
 @register_method("mc_dropout")
-class MCDropoutMethod(Method):
+class MCDropoutMethod(OneNetworkMethod):
     """One network with dropout, kept on at test time: ``members`` passes are the members.
 
     ``p > 0`` adds ``Dropout(p)`` before the head (the ``head_dropout`` wrapper); ``p = 0`` uses
@@ -44,10 +44,6 @@ class MCDropoutMethod(Method):
         p: float = Field(0.1, ge=0, lt=1)
 
     test_params = {"members": 3}
-
-    @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return single_run_budget(budget, train)
 
     def _model(self) -> Any:
         p = float(self.params.get("p", 0.1))

@@ -7,24 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from pydantic import Field
 
-from ..data.dataset import Data
 from ..efficient.mimo import to_mimo
-from ..efficient.shared import SharedEnsemble
-from ..models.registry import ModelFactory
-from ..seeding import derive_seed
-from ..training.checkpoint import RunDir
 from ..training.config import StrictModel, TrainConfig
-from .base import Method, register_method
-from .batchensemble import single_run_budget
+from .base import register_method
+from .one_network import SharedNetworkMethod
 
 __all__ = ["MIMO"]
 
 
 @register_method("mimo")
-class MIMO(Method):
+class MIMO(SharedNetworkMethod):
     """One network with an M-times-wider input layer and M heads.
 
     In training every head gets its own example (``train.data_order: shared`` is taken as
@@ -50,29 +44,16 @@ class MIMO(Method):
 
     test_params = {"members": 2, "input_repetition": 0.3, "batch_repetition": 2}
 
-    @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return single_run_budget(budget, train)
+    transform = "mimo"
+    _transform = staticmethod(to_mimo)
 
     def _options(self) -> dict[str, Any]:
         p = self.params_
         return {"members": p.members, "input_repetition": p.input_repetition, "batch_repetition": p.batch_repetition}
 
-    def _check(self, data: Data, factory: ModelFactory) -> None:
-        to_mimo(factory(), **self._options())
-
     def _per_member(self) -> bool:
         return True  # every head its own example
 
-    def _trainable(self, factory: ModelFactory, data: Data) -> SharedEnsemble:
-        return SharedEnsemble(to_mimo(factory(), **self._options()), "mimo", self._options(), factory.spec)
-
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "init"))
-            net = to_mimo(factory(), **self._options())
-        model = SharedEnsemble(net, "mimo", self._options(), factory.spec)
-        cfg = self.train_config_
-        if cfg.data_order == "shared":
-            cfg = cfg.model_copy(update={"data_order": "per_member"})
-        self.ensemble_ = self._train_stage(model, data, run, "train", config=cfg)  # the engine reads each head's labels from model.targets
+    def _stage_config(self) -> TrainConfig:
+        cfg = self.train_config_  # the engine reads each head's labels from model.targets
+        return cfg.model_copy(update={"data_order": "per_member"}) if cfg.data_order == "shared" else cfg

@@ -13,15 +13,15 @@ from ..data.dataset import Data
 from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
-from .base import Method, register_method, with_wrapper
-from .batchensemble import single_run_budget
+from ..training.config import StrictModel
+from .base import register_method, with_wrapper
+from .one_network import OneNetworkMethod
 
 __all__ = ["Packed"]
 
 
 @register_method("packed")
-class Packed(Method):
+class Packed(OneNetworkMethod):
     """M subnetworks of the model with every hidden width times ``alpha / M`` and convolutions in
     ``gamma`` groups, trained and run together as one network of grouped layers.
 
@@ -48,10 +48,6 @@ class Packed(Method):
         gamma: int = Field(1, ge=1)
 
     test_params = {"members": 2, "alpha": 1.0}
-
-    @classmethod
-    def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return single_run_budget(budget, train)
 
     def _model(self) -> Any:
         opts = {"alpha": float(self.params.get("alpha", 2.0)), "members": int(self.params.get("members", 4)), "gamma": int(self.params.get("gamma", 1))}
