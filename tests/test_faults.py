@@ -56,7 +56,8 @@ def test_ctrl_c_says_how_to_continue(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 2):
+    # epoch k's line is logged just before its checkpoint is written: three lines mean epoch 2's checkpoint exists
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 3):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
