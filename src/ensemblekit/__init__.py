@@ -6,12 +6,14 @@ Example:
     >>> method = ek.create_method("independent", model="cnn1d", members=5, epochs=30).fit(data)
     >>> probs = method.ensemble_.predict_proba(data.test.x)   # (M, B, C)
     >>> ek.evaluate(method.ensemble_, data.test)["accuracy"]
+    >>> ek.evaluate_uncertainty(method.ensemble_, data, {"ood": ["noise"], "shift": True})["ood"]["noise"]
 """
 
 from __future__ import annotations
 
 from .data import Data, Split, from_arrays, from_loaders, list_datasets, load_dataset, load_npz, register_dataset
 from .ensemble import Ensemble
+from .evaluation import EvaluationConfig, evaluate_uncertainty, prepare_data
 from .errors import ConfigError, DataError, EnsembleKitError, NonFiniteLossError, TrainingError
 from .methods import Method, create_method, list_methods, register_method
 from .metrics import evaluate_probs
@@ -27,7 +29,7 @@ __all__ = [
     "Ensemble",
     "ConfigError", "DataError", "EnsembleKitError", "NonFiniteLossError", "TrainingError",
     "Method", "create_method", "list_methods", "register_method",
-    "evaluate", "evaluate_probs",
+    "evaluate", "evaluate_probs", "EvaluationConfig", "evaluate_uncertainty", "prepare_data",
     "create_model", "list_models", "register_model",
     "Callback", "ParamGroup", "RunDir", "TrainableModel", "TrainConfig", "Trainer", "schedules",
     "curves", "nas", "varhyper",

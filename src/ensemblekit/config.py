@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .data.registry import DATASETS
 from .errors import ConfigError
+from .evaluation.config import EvaluationConfig
 from .methods.base import METHODS, format_validation_error
 from .models.registry import MODELS, _check_kwargs, import_factory, resolve_wrappers
 from .training.config import StrictModel, TrainConfig
@@ -161,12 +162,14 @@ class MethodConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
-    """``ensemblekit train``: one method on one dataset, one run directory."""
+    """``ensemblekit train``: one method on one dataset, one run directory (``evaluation``: what is measured;
+    see :class:`~ensemblekit.evaluation.config.EvaluationConfig`)."""
 
     data: DataConfig = Field(default_factory=lambda: DataConfig(name="mnist1d"))
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="cnn1d"))
     method: MethodConfig = Field(default_factory=lambda: MethodConfig(name="independent"))
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     seed: int = 0
     out: str = "runs"
     name: str | None = None
@@ -197,6 +200,7 @@ class CompareConfig(StrictModel):
     budget_unit: Literal["epochs", "flops"] = "epochs"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     methods: list[MethodConfig] = Field(default_factory=lambda: [MethodConfig(name="independent")], min_length=1)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     out: str = "runs/compare"
     name: str | None = None
 

@@ -72,6 +72,10 @@ def train(
         f"run directory: [bold]{target}[/bold]  (resume a killed run with: ensemblekit train --resume {target})"))
     console.print(_table(f"{cfg.method.display}: {results['members']} member(s), test split of {data.name}",
                          ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows(results)))
+    from .uncertainty import uncertainty_tables
+
+    for title, header, rows in uncertainty_tables(results.get("evaluation") or {}):
+        console.print(_table(title, header, rows))
     console.print(f"training took {results['wall_s']:.1f} s; results in {target}/results.json")
 
 
@@ -82,12 +86,24 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="test | val | train"),
     factory: Optional[str] = typer.Option(None, "--factory", help="pkg.mod:make_net building the members of a run trained on a user factory."),
     trust_factory: bool = typer.Option(False, "--trust-factory", help="Import the model factory path the ensemble file names."),
+    shift: bool = typer.Option(False, "--shift", help="Accuracy, NLL and ECE under the corruption suite, severities 1-5."),
+    ood: Optional[List[str]] = typer.Option(None, "--ood", help="OOD detection against: held_out (the classes the run was trained "
+                                                                "without), noise, constant, permuted, or FILE.npz. Repeatable or comma-separated."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Temperature scaling on the validation split, pooled and per member."),
+    conformal: Optional[float] = typer.Option(None, "--conformal", help="Split conformal sets (THR, APS, RAPS) at this alpha, e.g. 0.1."),
+    selective: bool = typer.Option(False, "--selective", help="Risk-coverage, AURC and AUGRC of each uncertainty score."),
+    evaluation: Optional[str] = typer.Option(None, "--evaluation", help="A YAML evaluation block (or a config with `evaluation:`); flags add to it."),
+    out: Optional[str] = typer.Option(None, "--out", help="Where to write evaluation.json and its plots (default: RUN_DIR/evaluation)."),
 ) -> None:
-    """Metrics of a saved ensemble. Never unpickles, and never imports code the files name unless told to."""
+    """Metrics of a saved ensemble, and with --shift/--ood/--calibrate/--conformal/--selective its uncertainty.
+
+    Never unpickles, and never imports code the files name unless told to.
+    """
     from ..config import DataConfig, load_yaml, parse_config
     from ..metrics.evaluate import evaluate as evaluate_fn
     from ..predictors import load_predictor
     from ..models.registry import model_factory
+    from .uncertainty import evaluation_from_flags
 
     path = os.path.join(run_dir, "ensemble.safetensors")
     if not os.path.isfile(path):
@@ -99,7 +115,10 @@ def evaluate(
         dcfg = parse_config({"npz": data} if data.endswith(".npz") else {"name": data}, DataConfig)
     if split not in ("test", "val", "train"):
         raise ConfigError(f"--split must be test, val or train, got {split!r}")
-    ds = dcfg.load()
+    block = evaluation_from_flags(run_dir, evaluation, shift, ood or [], calibrate, conformal, selective)
+    ds, cfg = _evaluation_data(dcfg.load(), block)
+    if cfg is not None and split != "test" and (shift or ood or calibrate or conformal is not None or selective or evaluation):
+        raise ConfigError("the uncertainty evaluation reads the test split (and val for calibration); drop --split")
     part = getattr(ds, split)
     if part is None:
         raise ConfigError(f"--split {split}: the data has no {split} split")
@@ -113,6 +132,42 @@ def evaluate(
     console.print(_table(f"{len(ens)} member(s) on the {split} split of {ds.name}", ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows({"test": res})))
     div = res["diversity"]
     console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
+    if cfg is not None and (shift or ood or calibrate or conformal is not None or selective or evaluation):
+        _uncertainty(ens, ds, cfg, out or os.path.join(run_dir, "evaluation"))
+
+
+def _evaluation_data(ds: Any, block: Any) -> tuple[Any, Any]:
+    """The data as the run was trained on it (its held-out classes removed) and the checked evaluation block."""
+    if block is None:
+        return ds, None
+    from ..evaluation.run import check_evaluation, prepare_data
+
+    ds = prepare_data(ds, block)
+    return ds, check_evaluation(block, ds)
+
+
+def _uncertainty(ens: Any, ds: Any, cfg: Any, out_dir: str) -> None:
+    from ..evaluation.run import evaluate_uncertainty, predict_outputs
+    from ..metrics.calibration import scale_probs
+    from ..report.plots import reliability_diagram
+    from ..report.uncertainty_plots import run_plots
+    from ..serialization import write_json
+    from ..training.checkpoint import RunDir
+    from .uncertainty import uncertainty_tables
+
+    test = predict_outputs(ens, ds.test)
+    unc = evaluate_uncertainty(ens, ds, cfg, test=test)
+    for title, header, rows in uncertainty_tables(unc):
+        console.print(_table(title, header, rows))
+    rd = RunDir(out_dir)
+    write_json(rd.file("evaluation.json"), unc)
+    cal = unc.get("calibration")
+    if cal:
+        pbar = test[0].mean(0)
+        reliability_diagram(pbar, ds.test.tensors()[1], rd.file("reliability.png"), title="test reliability",
+                            calibrated=scale_probs(pbar, cal["pool_then_calibrate"]["temperature"]))
+    run_plots(unc, rd, title=os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(out_dir)))))
+    console.print(f"evaluation written to {out_dir}/evaluation.json (and plots)")
 
 
 @app.command()

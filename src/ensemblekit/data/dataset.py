@@ -71,6 +71,8 @@ class Data:
         name: registry name or a label.
         split_seed: seed of the train/val(/test) split (recorded in every run).
         info: JSON-able provenance (generator arguments, file path, ...).
+        held_out: test examples of classes removed from every split (with their original
+            labels), the out-of-distribution set of :func:`ensemblekit.data.ood.hold_out_classes`.
     """
 
     train: Split
@@ -81,6 +83,7 @@ class Data:
     name: str = "data"
     split_seed: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    held_out: Split | None = None
     _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def digest(self) -> str:

@@ -56,22 +56,29 @@ def load_dataset(name: str, **kwargs: Any) -> Data:
 
 @functools.lru_cache(maxsize=8)
 def _mnist1d_arrays(num_samples: int, train_split: float, generator_seed: int) -> tuple[np.ndarray, ...]:
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import get_dataset_args
 
     args = get_dataset_args()
     args.num_samples = int(num_samples)
     args.train_split = float(train_split)
     args.seed = int(generator_seed)
-    # make_dataset reseeds numpy's and Python's global generators; keep the caller's.
+    d = make_mnist1d(args)
+    return d["x"], d["y"], d["x_test"], d["y_test"]
+
+
+def make_mnist1d(args: Any) -> dict[str, Any]:
+    """``mnist1d.data.make_dataset(args)`` without touching the caller's global RNGs
+    (make_dataset reseeds NumPy's and Python's global generators)."""
     import random
+
+    from mnist1d.data import make_dataset
 
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
-        d = make_dataset(args)
+        return make_dataset(args)
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return d["x"], d["y"], d["x_test"], d["y_test"]
 
 
 @register_dataset("mnist1d")

@@ -58,7 +58,10 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
     base = {
         "data": cfg.data.model_dump(mode="json", exclude_none=True),
         "train": cfg.train.model_dump(mode="json", exclude_unset=True),
+        "evaluation": cfg.evaluation.model_dump(mode="json"),
     }
+    if cfg.evaluation.held_out_classes is not None:  # they change the training data: part of what every cell trains on
+        base["held_out_classes"] = cfg.evaluation.held_out_classes
     specs = []
     for m in cfg.methods:
         for budget in cfg.budgets:
@@ -70,6 +73,19 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
                     spec["budget_unit"], spec["budget_model"] = "flops", cfg.model.spec()
                 specs.append(spec)
     return specs
+
+
+def train_hash(spec: Mapping[str, Any], data: Data) -> str:
+    """The hash a cell's training is keyed by: its spec without ``key`` and ``evaluation`` (a changed
+    evaluation re-evaluates the saved ensemble; held-out classes are in the spec and the data digest)."""
+    return unit_hash({k: v for k, v in spec.items() if k not in ("key", "evaluation")}, data.digest())
+
+
+def cell_data(spec: Mapping[str, Any]) -> Data:
+    """The data a cell trains on: its dataset, without the held-out classes of its evaluation."""
+    from ..evaluation.run import prepare_data
+
+    return prepare_data(DataConfig(**spec["data"]).load(), spec.get("evaluation"))
 
 
 def cell_method(spec: Mapping[str, Any], data: Data) -> tuple[Any, dict[str, Any] | None]:
@@ -125,11 +141,11 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, c
     :class:`~ensemblekit.experiments.units.UnitBusyError`.
     """
     method_cfg = MethodConfig(**spec["method"])
-    data = data if data is not None else DataConfig(**spec["data"]).load()
-    digest = unit_hash({k: v for k, v in spec.items() if k != "key"}, data.digest())
+    data = data if data is not None else cell_data(spec)
+    digest = train_hash(spec, data)
     done = finished_row(cell_dir, digest, force=force)
     if done is not None:
-        return done
+        return done if "skipped" in done or _evaluated_as(done, spec) else _reevaluate(spec, cell_dir, done, data, digest)
     with claim(cell_dir, digest, spec):
         method, budget_kwargs = cell_method(spec, data)
         if method is None:  # the method cannot spend this budget (e.g. a curve needs 3B)
@@ -139,8 +155,34 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, c
             return row
         method.fit(data, run_dir=cell_dir, resume=True, cache_dir=cache_dir)
         row = record_result(method, data, cell_dir, label=spec["label"], budget=int(spec["budget"]), plots=False, report=True,
-                            extra={"budget_kwargs": budget_kwargs, "spec_hash": digest})
+                            extra={"budget_kwargs": budget_kwargs, "spec_hash": digest}, evaluation=spec.get("evaluation"))
         shutil.rmtree(os.path.join(cell_dir, "checkpoints"), ignore_errors=True)  # results.json now marks the cell done
+    return row
+
+
+def _evaluated_as(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    from ..evaluation.config import as_evaluation, evaluation_hash
+
+    return (row.get("evaluation") or {}).get("hash") == evaluation_hash(as_evaluation(spec.get("evaluation")))
+
+
+def _reevaluate(spec: Mapping[str, Any], cell_dir: str, row: dict[str, Any], data: Data, digest: str) -> dict[str, Any]:
+    """A finished cell under a changed ``evaluation``: evaluate its saved ensemble again (nothing is retrained)."""
+    from ..predictors import load_predictor
+    from ..training.engine import resolve_device
+    from .results import _tta, evaluate_predictor
+
+    with claim(cell_dir, digest, spec):
+        method, _ = cell_method(spec, data)  # the cell's test-time transforms
+        method.validate()
+        pred = load_predictor(os.path.join(cell_dir, "ensemble.safetensors"), device=resolve_device(method.train_config_.device))
+        names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
+        test, val, uncertainty = evaluate_predictor(pred, data, spec.get("evaluation"), tta=_tta(method, data), tta_names=names)
+        # every metric computed again (a changed evaluation or metrics version); size curves and
+        # diversity of the training-time row are kept where the new test dict has none
+        row = {**row, "test": {**row.get("test", {}), **test}, "val": ({**(row.get("val") or {}), **val} if val else row.get("val")),
+               "evaluation": uncertainty}
+        write_json(os.path.join(cell_dir, "results.json"), row)
     return row
 
 
@@ -161,6 +203,10 @@ def _row(spec: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
 def check_cells(specs: Sequence[Mapping[str, Any]], data: Data) -> None:
     """Build every cell's method at its budget and check it against the data (nothing trains,
     nothing is written): a bad method config in one cell stops the comparison before any cell runs."""
+    from ..evaluation.run import check_evaluation
+
+    if specs:
+        check_evaluation(specs[0].get("evaluation"), data)
     for spec in specs:
         try:
             method, _ = cell_method(spec, data)
@@ -194,12 +240,14 @@ def run_compare(
     Raises:
         StaleResultError: a cell of ``out_dir`` belongs to another config (and ``force`` is off).
     """
-    data = data if data is not None else cfg.data.load()
+    from ..evaluation.run import prepare_data
+
+    data = prepare_data(data if data is not None else cfg.data.load(), cfg.evaluation)
     specs = cell_specs(cfg)
     check_cells(specs, data)
     if not force:
         for spec in specs:  # refuse before anything is trained or written
-            finished_row(os.path.join(out_dir, "cells", spec["key"]), unit_hash({k: v for k, v in spec.items() if k != "key"}, data.digest()))
+            finished_row(os.path.join(out_dir, "cells", spec["key"]), train_hash(spec, data))
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     backend = backend or LocalBackend()
@@ -232,6 +280,11 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     shared = cfg.model.name or cfg.model.factory
     title = f"{shared}{' (and the methods’ own models)' if own else ''} on {cfg.data.name or cfg.data.npz}"
     md = comparison_markdown(ok, methods, cfg.budgets, title=title)
+    from ..report.uncertainty_tables import uncertainty_markdown
+
+    extra = uncertainty_markdown(ok, methods, cfg.budgets)
+    if extra:
+        md += "\n\n" + extra
     failed = [r for r in rows if "failed" in r]
     if failed:
         md += "\n\n## Failed cells\n\n" + "\n".join(f"- {r['method']} {r['budget']}B seed {r['seed']}: {r['failed']}" for r in failed) + "\n"
@@ -269,4 +322,16 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
         from ..report.pareto import pareto_plot
 
         pareto_plot(ok, methods, os.path.join(out_dir, "pareto.png"), title=f"{title}: error and NLL against cost")
+        _uncertainty_plots(ok, methods, max(cfg.budgets), out_dir, title)
     return md
+
+
+def _uncertainty_plots(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], top: int, out_dir: str, title: str) -> None:
+    from ..report.uncertainty_plots import comparison_risk_curves, conformal_plot, ood_auroc_plot, risk_coverage_plot, shift_boxplot
+
+    shift_boxplot(rows, methods, top, os.path.join(out_dir, "shift.png"), title=f"{title}: under shift ({top}B; boxes over corruptions)")
+    ood_auroc_plot(rows, methods, top, os.path.join(out_dir, "ood_auroc.png"), title=f"{title}: OOD detection ({top}B)")
+    curves = comparison_risk_curves(rows, methods, top, "msp")
+    if curves:
+        risk_coverage_plot(curves, os.path.join(out_dir, "risk_coverage.png"), title=f"{title}: selective prediction ({top}B, max probability)")
+    conformal_plot(rows, methods, os.path.join(out_dir, "conformal.png"), title=f"{title}: conformal sets (marker size: budget)")

@@ -19,9 +19,13 @@ Row schema (``format: ensemblekit.row/1``):
   every optimisation step, forward and backward, all members), ``flops_by_stage``,
   ``parameters`` (of the ensemble that predicts), ``inference_flops`` (per test example,
   all members, TTA passes included);
+- ``evaluation``: the uncertainty evaluation the run's ``evaluation:`` block asks for
+  (calibration raw and temperature-scaled, selective prediction, OOD detection, shift,
+  conformal sets; :func:`~ensemblekit.evaluation.run.evaluate_uncertainty`, docs/evaluation.md);
 - ``hyperparameters``: the method's validated hyperparameters; ``details``: what the method
   reports of its own (EdgeNES's pool, a family's pruning table...);
-- ``data``: sizes, classes, shape; ``provenance``: versions, commit, threads, time.
+- ``data``: sizes, classes, shape (``info.held_out_classes`` / ``class_map`` when classes were
+  held out of training); ``provenance``: versions, commit, threads, time.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from ..data.augment import build_tta
 from ..data.dataset import Data
 from ..methods.base import Method
 from ..metrics.calibration import calibrated_size_curve
-from ..metrics.evaluate import predict_proba
 from ..metrics.summary import evaluate_probs
 from ..serialization import write_json
 from ..training.checkpoint import RunDir
@@ -51,26 +54,39 @@ def _tta(method: Method, data: Data) -> list[Any] | None:
     return build_tta(specs, data.input_shape) if specs else None
 
 
-def evaluate_method(method: Method, data: Data) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Test and validation metrics of ``method.ensemble_``, with the method's ``train.tta``
-    transforms averaged as in training's validation (``None`` for a missing split).
+def evaluate_method(method: Method, data: Data, evaluation: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """Test and validation metrics of ``method.ensemble_`` and its uncertainty evaluation, with the
+    method's ``train.tta`` transforms averaged as in training's validation (``None`` for a missing split);
+    see :func:`evaluate_predictor`."""
+    names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
+    return evaluate_predictor(method.ensemble_, data, evaluation, tta=_tta(method, data), tta_names=names)
+
+
+def evaluate_predictor(ens: Any, data: Data, evaluation: Any = None, *, tta: Any = None,
+                       tta_names: list[Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """Test and validation metrics of a predictor and its uncertainty evaluation.
 
     With a validation split the test metrics also hold ``calibrated``: the temperature fitted
     on validation and the test NLL after temperature scaling, for the whole ensemble and for
-    the ensembles of its first 1..M members (Ashukha et al. 2020's calibrated log-likelihood)."""
-    tta = _tta(method, data)
-    ens = method.ensemble_
-    names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
-    test_p = predict_proba(ens, data.test, tta).cpu()
+    the ensembles of its first 1..M members (Ashukha et al. 2020's calibrated log-likelihood).
+    The third result is :func:`~ensemblekit.evaluation.run.evaluate_uncertainty` of ``evaluation``
+    (computed from the same forward passes)."""
+    from ..evaluation.run import evaluate_uncertainty, predict_outputs
+
+    names = list(tta_names or [])
+    test_out = predict_outputs(ens, data.test, tta)
+    test_p = test_out[0]
     y_test = data.test.tensors()[1].cpu()
     test = {**evaluate_probs(test_p, y_test), "tta": names}
-    if data.val is None:
-        return test, None
-    val_p = predict_proba(ens, data.val, tta).cpu()
-    y_val = data.val.tensors()[1].cpu()
+    val_out = predict_outputs(ens, data.val, tta) if data.val is not None else None
+    uncertainty = evaluate_uncertainty(ens, data, evaluation, tta=tta, test=test_out, val=val_out)
+    if val_out is None:
+        return test, None, uncertainty
+    val_p = val_out[0]
+    y_val = data.val.tensors()[1].cpu()  # type: ignore[union-attr]
     curve = calibrated_size_curve(val_p, y_val, test_p, y_test)
     test["calibrated"] = {"temperature": curve["temperature"][-1], "nll": curve["calibrated_nll"][-1], "size_curve": curve}
-    return test, {**evaluate_probs(val_p, y_val), "tta": names}
+    return test, {**evaluate_probs(val_p, y_val), "tta": names}, uncertainty
 
 
 def measure_cost(method: Method, data: Data) -> dict[str, Any]:
@@ -90,7 +106,7 @@ def measure_cost(method: Method, data: Data) -> dict[str, Any]:
 
 
 def record_result(method: Method, data: Data, run_dir: str, *, label: str | None = None, budget: int | None = None,
-                  extra: Mapping[str, Any] | None = None, plots: bool = True, report: bool = True) -> dict[str, Any]:
+                  extra: Mapping[str, Any] | None = None, plots: bool = True, report: bool = True, evaluation: Any = None) -> dict[str, Any]:
     """Save, evaluate and cost a fitted method; write ``results.json`` into ``run_dir``; return the row.
 
     Args:
@@ -101,6 +117,8 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         extra: more JSON-able fields for the row (e.g. the resolved config).
         plots: write ``reliability.png``, ``size_curve.png``, ``training_curves.png``.
         report: let the method write its own files (:meth:`Method.report`).
+        evaluation: the ``evaluation:`` block (an EvaluationConfig or mapping; default: calibration
+            and selective prediction), its results in the row's ``evaluation``.
 
     Returns:
         The row (see the module docstring).
@@ -108,7 +126,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
     rd = RunDir(run_dir)
     ens = method.ensemble_
     ens.save(rd.file("ensemble.safetensors"))
-    test, val = evaluate_method(method, data)
+    test, val, uncertainty = evaluate_method(method, data, evaluation)
     row: dict[str, Any] = {
         "format": ROW_FORMAT,
         "method": label or method.name,
@@ -121,6 +139,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         "cost": measure_cost(method, data),
         "test": test,
         **({"val": val} if val is not None else {}),
+        "evaluation": uncertainty,
         "hyperparameters": method.params_.model_dump(mode="json", fallback=_name_of),
         "details": method.details(data),
         "data": data.describe(),
@@ -129,7 +148,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
     }
     write_json(rd.file("results.json"), row)
     if plots:
-        _standard_plots(method, data, rd, test)
+        _standard_plots(method, data, rd, test, uncertainty)
     if report:
         method.report(rd, data)
     return row
@@ -144,13 +163,18 @@ def _name_of(obj: Any) -> str:
     return getattr(obj, "__qualname__", type(obj).__name__)
 
 
-def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any]) -> None:
+def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any], uncertainty: Mapping[str, Any]) -> None:
+    from ..metrics.calibration import scale_probs
     from ..metrics.evaluate import predict_proba
     from ..report.plots import reliability_diagram, size_curve_plot, training_curves
+    from ..report.uncertainty_plots import run_plots
 
     probs = predict_proba(method.ensemble_, data.test, _tta(method, data)).cpu()
     y = data.test.tensors()[1]
-    reliability_diagram(probs.mean(0), y, rd.file("reliability.png"), title=f"{method.name}: test reliability")
+    cal = uncertainty.get("calibration")
+    calibrated = scale_probs(probs.mean(0), cal["pool_then_calibrate"]["temperature"]) if cal else None
+    reliability_diagram(probs.mean(0), y, rd.file("reliability.png"), title=f"{method.name}: test reliability", calibrated=calibrated)
+    run_plots(uncertainty, rd, title=method.name)
     size_curve_plot({method.name: test["size_curve"]}, rd.file("size_curve.png"), title=f"{method.name}: test error vs members")
     if method.history_:
         training_curves(method.history_, rd.file("training_curves.png"), title=method.name)

@@ -44,8 +44,9 @@ def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Da
 
     Writes ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/``,
     ``ensemble.safetensors``, ``results.json`` (the row of
-    :func:`~ensemblekit.experiments.results.record_result`, with the resolved ``config``) and,
-    unless ``plots=False``, the standard plots and the method's own report.
+    :func:`~ensemblekit.experiments.results.record_result`, with the resolved ``config`` and the
+    ``evaluation`` its block asks for) and, unless ``plots=False``, the standard plots and the
+    method's own report. Held-out classes of ``cfg.evaluation`` are removed from ``data`` first.
 
     Returns:
         The row.
@@ -53,16 +54,20 @@ def run_training(cfg: RunConfig, run_dir: str, *, resume: bool = False, data: Da
     config_path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(config_path) and not resume:
         raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another directory")
-    data = data if data is not None else cfg.data.load()
+    from ..evaluation.run import check_evaluation, prepare_data
+
+    data = prepare_data(data if data is not None else cfg.data.load(), cfg.evaluation)  # held-out classes leave the training data
+    check_evaluation(cfg.evaluation, data)
     method = build_method(cfg.method, cfg.method.model_spec(cfg.model), cfg.train.model_dump(exclude_unset=True), cfg.seed)
     method.check(data)  # a bad config fails here, before the run directory exists
     if on_start is not None:
         on_start()
-    rd = RunDir(run_dir)
+    RunDir(run_dir)  # creates the run folder (and its checkpoints/)
     if not os.path.exists(config_path):
         atomic_write_text(config_path, yaml.safe_dump(_resolved(cfg), sort_keys=False))
     method.fit(data, run_dir=run_dir, resume=resume, callbacks=callbacks)
-    return record_result(method, data, run_dir, label=cfg.method.display, extra={"config": _resolved(cfg)}, plots=plots, report=plots)
+    return record_result(method, data, run_dir, label=cfg.method.display, extra={"config": _resolved(cfg)}, plots=plots, report=plots,
+                         evaluation=cfg.evaluation)
 
 
 def load_results(run_dir: str) -> dict[str, Any]:

@@ -29,15 +29,21 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
     return x.to(dtype)
 
 
+def _float_tensor(value: Any, name: str, what: str) -> torch.Tensor:
+    """``value`` (a tensor or anything NumPy reads) as a floating tensor, or a DataError naming ``name``."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(np.asarray(value))
+        except Exception as exc:  # noqa: BLE001 - any conversion failure is bad data
+            raise DataError(f"`{name}` must be a tensor or array{what}, got {type(value).__name__}") from exc
+    if not value.is_floating_point():
+        raise DataError(f"`{name}` must be a floating-point tensor{what}, got dtype {value.dtype}")
+    return value
+
+
 def _check_probs(probs: Any, *, ndim: int | None = None, name: str = "probs") -> torch.Tensor:
     """``probs`` as a floating tensor of shape ``(..., B, C)`` (exactly ``ndim``-D if given)."""
-    if not isinstance(probs, torch.Tensor):
-        try:
-            probs = torch.as_tensor(np.asarray(probs))
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is bad data
-            raise DataError(f"`{name}` must be a tensor or array of probabilities, got {type(probs).__name__}") from exc
-    if not probs.is_floating_point():
-        raise DataError(f"`{name}` must be a floating-point tensor of probabilities, got dtype {probs.dtype}")
+    probs = _float_tensor(probs, name, " of probabilities")
     if ndim is not None and probs.dim() != ndim:
         expected = {2: "(B, C)", 3: "(M, B, C)"}.get(ndim, f"{ndim}-D")
         raise DataError(f"`{name}` must have shape {expected}, got shape {tuple(probs.shape)}")

@@ -64,13 +64,15 @@ def reliability_diagram(
     path: str | Path,
     n_bins: int = 15,
     title: str | None = None,
+    calibrated: Any = None,
 ) -> Path:
     """Reliability diagram: accuracy per confidence bin against the diagonal.
 
     The top panel shows each bin's accuracy (bars), the gap to the bin's mean
     confidence (hatched) and perfect calibration (dashed); the legend carries the ECE.
     The bottom panel is the confidence histogram (fraction of examples per bin). Bins
-    as in :func:`ensemblekit.metrics.ece`.
+    as in :func:`ensemblekit.metrics.ece`. With ``calibrated``, a second column shows the
+    same after post-hoc calibration (before | after).
 
     Args:
         probs: one predictive distribution, shape ``(B, C)`` (for an ensemble, its
@@ -79,6 +81,7 @@ def reliability_diagram(
         path: the PNG to write.
         n_bins: number of equal-width bins on [0, 1] (default 15, >= 1).
         title: figure title (default none).
+        calibrated: the calibrated distribution ``(B, C)`` (default none: one column).
 
     Returns:
         ``path`` as a :class:`pathlib.Path`.
@@ -86,6 +89,17 @@ def reliability_diagram(
     Raises:
         DataError: bad shapes or labels. ConfigError: ``n_bins`` < 1.
     """
+    panels = [("", probs)] if calibrated is None else [("before calibration", probs), ("temperature-scaled", calibrated)]
+    fig = new_figure((5.0 * len(panels), 6.0))
+    axes = fig.subplots(2, len(panels), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    for col, (label, p) in enumerate(panels):
+        _reliability_panel(axes[0][col], axes[1][col], p, y, n_bins, label)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _reliability_panel(top: Any, bottom: Any, probs: Any, y: Any, n_bins: int, label: str) -> None:
     rel = reliability(probs, y, n_bins=n_bins)
     edges, counts = rel["edges"], rel["counts"]
     width = 1.0 / n_bins
@@ -93,9 +107,6 @@ def reliability_diagram(
     filled = counts > 0
     acc = np.where(filled, rel["accuracy"], 0.0)
     conf = np.where(filled, rel["confidence"], 0.0)
-
-    fig = new_figure((5.0, 6.0))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.bar(left, acc, width=width, align="edge", color="C0", edgecolor="black", linewidth=0.5,
             label=f"accuracy (ECE = {rel['ece']:.4f})")
     # The gap spans [min(acc, conf), max(acc, conf)]: hatched only, so it reads the same
@@ -107,14 +118,12 @@ def reliability_diagram(
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
     top.legend(loc="best", fontsize="small")
-    if title:
-        top.set_title(title)
-
+    if label:
+        top.set_title(label)
     bottom.bar(left, counts / max(int(counts.sum()), 1), width=width, align="edge", color="C0",
                edgecolor="black", linewidth=0.5)
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("fraction")
-    return save_figure(fig, path)
 
 
 def line_plot(

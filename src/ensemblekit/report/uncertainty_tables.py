@@ -1,0 +1,163 @@
+"""Markdown tables of the uncertainty evaluation in a comparison: calibrated NLL/ECE, shift, OOD, selective, conformal.
+
+Each table is mean ± sample std over seeds, from the rows' ``evaluation`` (see
+:func:`~ensemblekit.evaluation.run.evaluate_uncertainty`); a table whose part no row has is left out.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable, Mapping, Sequence
+
+from .tables import _cell, grid, markdown_table, mean_std
+
+__all__ = ["uncertainty_markdown"]
+
+
+def _get(r: Mapping[str, Any], *path: Any) -> Any:
+    node: Any = r.get("evaluation") or {}
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _budget_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], fn: Callable[[Mapping[str, Any]], Any],
+                  digits: int) -> str | None:
+    ok = [r for r in rows if fn(r) is not None]
+    if not ok:
+        return None
+    g = grid(ok, lambda r: float(fn(r)))
+    body = [[m, *[_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
+    return markdown_table(["method", *[f"{b}B" for b in budgets]], body)
+
+
+def _columns_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], columns: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]],
+                   digits: int) -> str | None:
+    """Rows = methods, columns = named quantities (one budget's rows)."""
+    vals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        for name, fn in columns:
+            v = fn(r)
+            if v is not None:
+                vals[(r["method"], name)].append(float(v))
+    if not vals:
+        return None
+    body = [[m, *[_cell(vals.get((m, c)), digits) for c, _ in columns]] for m in methods if any((m, c) in vals for c, _ in columns)]
+    return markdown_table(["method", *[c for c, _ in columns]], body)
+
+
+def _section(parts: list[str], title: str, note: str, table: str | None) -> None:
+    if table:
+        parts += [f"## {title}", "", note, "", table, ""] if note else [f"## {title}", "", table, ""]
+
+
+def uncertainty_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int]) -> str:
+    """The uncertainty sections of a comparison's ``results.md`` (empty when no row has an evaluation)."""
+    rows = [r for r in rows if r.get("evaluation")]
+    if not rows:
+        return ""
+    top = max(budgets)
+    at_top = [r for r in rows if int(r["budget"]) == top]
+    parts: list[str] = []
+    _section(parts, "Test NLL, temperature-scaled (pool, then calibrate)",
+             "One temperature fitted on the validation split to the ensemble's mean (Ashukha et al. 2020: compare methods on this, not on raw NLL).",
+             _budget_table(rows, methods, budgets, lambda r: _get(r, "calibration", "pool_then_calibrate", "nll"), 3))
+    _section(parts, "Test NLL, members temperature-scaled, then pooled", "",
+             _budget_table(rows, methods, budgets, lambda r: _get(r, "calibration", "calibrate_then_pool", "nll"), 3))
+    _section(parts, "Test ECE (%), temperature-scaled (pool, then calibrate)", "",
+             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "calibration", "pool_then_calibrate", "ece")), 2))
+    if any(_get(r, "calibration", "vector") for r in rows):
+        _section(parts, "Test NLL, vector scaling", "",
+                 _budget_table(rows, methods, budgets, lambda r: _get(r, "calibration", "vector", "nll"), 3))
+    _shift_sections(parts, rows, at_top, methods, budgets, top)
+    _ood_sections(parts, at_top, methods, top)
+    _selective_sections(parts, rows, at_top, methods, budgets, top)
+    _conformal_sections(parts, rows, methods, budgets)
+    return "\n".join(parts)
+
+
+def _pct(v: Any) -> float | None:
+    return None if v is None else 100.0 * float(v)
+
+
+def _shift_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str],
+                    budgets: Sequence[int], top: int) -> None:
+    if not any(_get(r, "shift") for r in rows):
+        return
+    _section(parts, "Shift: accuracy (%), mean over corruptions and severities", "",
+             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "shift", "mean", "accuracy")), 2))
+    _section(parts, "Shift: ECE (%), mean over corruptions and severities", "",
+             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "shift", "mean", "ece")), 2))
+    sevs = next((_get(r, "shift", "by_severity", "severity") for r in at_top if _get(r, "shift")), None) or []
+    for key, label in (("accuracy", "accuracy (%)"), ("ece", "ECE (%)"), ("nll", "NLL")):
+        cols = [("clean", lambda r, k=key: _scale(k, _get(r, "shift", "clean", k)))]
+        cols += [(str(s), lambda r, i=i, k=key: _scale(k, (_get(r, "shift", "by_severity", k) or [None] * (i + 1))[i])) for i, s in enumerate(sevs)]
+        _section(parts, f"Shift at {top}B: {label} by severity (mean over corruptions)", "", _columns_table(at_top, methods, cols, 3 if key == "nll" else 2))
+    names = next((list(_get(r, "shift", "corruptions")) for r in at_top if _get(r, "shift")), [])
+    cols = [(n, lambda r, n=n: _pct(_mean(_get(r, "shift", "corruptions", n, "accuracy")))) for n in names]
+    _section(parts, f"Shift at {top}B: accuracy (%) per corruption (mean over severities)", "", _columns_table(at_top, methods, cols, 1))
+
+
+def _scale(key: str, v: Any) -> float | None:
+    return None if v is None else (float(v) if key == "nll" else 100.0 * float(v))
+
+
+def _mean(values: Any) -> float | None:
+    return None if not values else sum(values) / len(values)
+
+
+def _ood_sections(parts: list[str], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str], top: int) -> None:
+    sets: list[str] = []
+    for r in at_top:
+        for name in _get(r, "ood") or {}:
+            if name not in sets:
+                sets.append(name)
+    for name in sets:
+        scores = next((list(_get(r, "ood", name, "scores")) for r in at_top if _get(r, "ood", name)), [])
+        for metric, label in (("auroc", "AUROC (%)"), ("fpr95", "FPR at 95% TPR (%)")):
+            cols = [(s, lambda r, s=s, m=metric: _pct(_get(r, "ood", name, "scores", s, m))) for s in scores]
+            note = ("The test split mixed with the OOD set; every score oriented so that higher means more likely OOD. "
+                    "msp: max softmax probability; mi: mutual information (the members' disagreement); energy and max_logit "
+                    "of the members' mean logits.") if metric == "auroc" else ""
+            _section(parts, f"OOD detection at {top}B, {name}: {label}", note, _columns_table(at_top, methods, cols, 1))
+
+
+def _selective_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str],
+                        budgets: Sequence[int], top: int) -> None:
+    if not any(_get(r, "selective") for r in rows):
+        return
+    _section(parts, "Selective prediction: AURC (%), confidence = max probability",
+             "Area under the risk-coverage curve (lower is better); AUGRC: Traub et al. 2024's generalized risk.",
+             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "selective", "scores", "msp", "aurc")), 2))
+    _section(parts, "Selective prediction: AUGRC (%), confidence = max probability", "",
+             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "selective", "scores", "msp", "augrc")), 2))
+    scores = next((list(_get(r, "selective", "scores")) for r in at_top if _get(r, "selective")), [])
+    cols = [(s, lambda r, s=s: _pct(_get(r, "selective", "scores", s, "aurc"))) for s in scores]
+    _section(parts, f"Selective prediction at {top}B: AURC (%) per confidence score", "", _columns_table(at_top, methods, cols, 2))
+
+
+def _conformal_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int]) -> None:
+    scores: list[str] = []
+    alpha = None
+    for r in rows:
+        for s, v in (_get(r, "conformal") or {}).items():
+            alpha = v["alpha"]
+            if s not in scores:
+                scores.append(s)
+    for s in scores:
+        cov = grid([r for r in rows if _get(r, "conformal", s)], lambda r: 100.0 * _get(r, "conformal", s, "coverage"))
+        size = grid([r for r in rows if _get(r, "conformal", s)], lambda r: _get(r, "conformal", s, "mean_size"))
+
+        def cell(m: str, b: int) -> str:
+            if (m, b) not in cov:
+                return "—"
+            c, sd = mean_std(cov[(m, b)])
+            z, zs = mean_std(size[(m, b)])
+            return f"{c:.1f} ± {sd:.1f} / {z:.2f} ± {zs:.2f}"
+
+        body = [[m, *[cell(m, b) for b in budgets]] for m in methods if any((m, b) in cov for b in budgets)]
+        _section(parts, f"Conformal sets ({s.upper()}, alpha = {alpha}): test coverage (%) / mean set size",
+                 f"Split conformal calibrated on the validation split; the target coverage is {100 * (1 - alpha):.0f}%.",
+                 markdown_table(["method", *[f"{b}B" for b in budgets]], body))
