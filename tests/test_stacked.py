@@ -19,6 +19,7 @@ def _pair(factory) -> tuple[Ensemble, Ensemble]:
     fast = Ensemble.from_factory(factory, seeds=list(range(M)))
     slow = fast.clone()
     assert fast.groups[0].plan is not None
+    fast.groups[0].loop = slow.groups[0].loop = False  # the plan itself (not the CPU member loop) against vmap
     slow.groups[0].plan = None
     return fast, slow
 
@@ -38,6 +39,10 @@ CASES = {
     "cnn2d": (lambda: create_model("cnn2d", input_shape=(1, 8, 8), num_classes=10, channels=(4, 6)), (1, 8, 8)),
     "vgg11": (lambda: create_model("vgg", input_shape=(3, 8, 8), num_classes=10, depth=11, width=0.0625, hidden=16, dropout=0.0), (3, 8, 8)),
     "custom": (_custom, (2, 8, 8)),
+    "resnet20": (lambda: create_model("resnet", input_shape=(3, 8, 8), num_classes=10, depth=20, width=4), (3, 8, 8)),
+    "resnet47_bottleneck": (lambda: create_model("resnet", input_shape=(3, 8, 8), num_classes=10, depth=47, width=2), (3, 8, 8)),
+    "resnet20_1d": (lambda: create_model("resnet", input_shape=(1, 16), num_classes=10, depth=20, width=4), (1, 16)),
+    "wrn10_2": (lambda: create_model("wrn", input_shape=(3, 8, 8), num_classes=10, depth=10, widen_factor=2), (3, 8, 8)),
 }
 
 
@@ -83,8 +88,58 @@ def test_dropout_masks_differ_between_members_for_a_shared_input() -> None:
 
 
 def test_unsupported_layers_fall_back_to_vmap(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert compile_plan(create_model("resnet", input_shape=(3, 8, 8), num_classes=10, depth=20, width=4)) is None
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * 2
+
+    assert compile_plan(nn.Sequential(Custom())) is None
+    assert compile_plan(create_model("wrn", input_shape=(3, 8, 8), num_classes=10, depth=10, widen_factor=1, dropout=0.2)) is not None
     assert compile_plan(nn.Sequential(DropConnect(nn.Linear(4, 2), p=0.1))) is None
     assert compile_plan(nn.Sequential(nn.Conv1d(1, 2, 3, padding="same"))) is None
     monkeypatch.setenv("ENSEMBLEKIT_STACKED", "0")
     assert compile_plan(nn.Sequential(nn.Linear(4, 2))) is None
+
+
+def test_stochastic_depth_drops_whole_branches_per_member_and_sample() -> None:
+    """With drop-path the plan draws its own masks (not vmap's), so check the rule itself:
+    every (member, sample) branch is either kept (scaled by 1/(1-p)) or dropped entirely."""
+    torch.manual_seed(0)
+    make = lambda: create_model("resnet", input_shape=(3, 8, 8), num_classes=10, depth=20, width=4, stochastic_depth=0.5)
+    ens = Ensemble.from_factory(make, seeds=[0, 1])
+    plan = ens.groups[0].plan
+    assert plan is not None
+    from ensemblekit.stacked import _State, _drop_path, CHAN
+    from ensemblekit.models.layers import DropPath
+    mod = DropPath(0.5).train()
+    x = torch.ones(64, 2 * 3, 4, 4)
+    out = _drop_path(mod)(_State(x, CHAN, 2), {}, {}).x.reshape(64, 2, -1)
+    per = out[..., 0]
+    assert set(per.unique().tolist()) == {0.0, 2.0}
+    assert (out == per.unsqueeze(-1)).all()  # a whole branch, not single activations
+    assert not torch.equal(per[:, 0], per[:, 1])  # members draw their own masks
+    mod.eval()
+    assert torch.equal(_drop_path(mod)(_State(x, CHAN, 2), {}, {}).x, x)
+
+
+def test_member_loop_matches_vmap_and_is_the_cpu_default_for_2d_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    factory, shape = CASES["resnet20"]
+    torch.manual_seed(0)
+    loop = Ensemble.from_factory(factory, seeds=list(range(M))).train()
+    assert loop.groups[0].loop  # Conv2d on CPU
+    assert not Ensemble.from_factory(CASES["cnn1d"][0], seeds=[0, 1]).groups[0].loop  # 1-D: the grouped plan
+    slow = loop.clone().train()
+    slow.groups[0].loop, slow.groups[0].plan = False, None
+    x = torch.randn(5, *shape)
+    out_l, out_s = loop(x), slow(x)
+    torch.testing.assert_close(out_l, out_s, atol=1e-5, rtol=1e-5)
+    w = torch.randn_like(out_l)
+    for a, b in zip(torch.autograd.grad((out_l * w).sum(), loop.parameters()), torch.autograd.grad((out_s * w).sum(), slow.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    for k, v in slow.groups[0].buffers.items():
+        torch.testing.assert_close(loop.groups[0].buffers[k], v, atol=1e-6, rtol=1e-6, msg=k)
+    monkeypatch.setenv("ENSEMBLEKIT_STACKED", "plan")
+    assert not Ensemble.from_factory(factory, seeds=[0, 1]).groups[0].loop

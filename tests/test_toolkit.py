@@ -110,11 +110,11 @@ def test_early_stopping_stops_and_restores_each_members_best_weights(blobs):
 
 def test_augmentation_mixup_tta_and_dropconnect_train_end_to_end(tmp_path):
     data = ek.load_dataset("digits")
-    common = dict(members=2, epochs=2, batch_size=64, optimizer={"name": "adam", "lr": 0.01}, progress=False,
+    common = dict(members=2, epochs=3, batch_size=64, optimizer={"name": "adam", "lr": 0.01}, progress=False,
                   augment=["hflip", {"name": "crop", "padding": 1}, {"name": "cutout", "size": 2}], data_order="per_member")
     model = {"name": "cnn2d", "kwargs": {"channels": [8]}, "dropconnect": 0.1}
     method = ek.create_method("independent", model=model, mixup=0.2, tta=["identity", "hflip"], **common).fit(data, run_dir=str(tmp_path))
-    assert method.history_[-1]["val_acc"] > 0.5
+    assert method.history_[-1]["val_acc"] > 0.6  # 0.70 (member loop) / 0.73 (vmap) after 3 epochs; chance is 0.1
     assert "module.weight" in " ".join(method.ensemble_.groups[0].params)
     # TTA: the logged validation NLL is that of the average over the image and its mirror, not of the image alone
     x, y = data.val.tensors()

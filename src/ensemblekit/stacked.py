@@ -8,9 +8,12 @@ matrix product. For networks built only from common layers (``nn.Sequential`` an
 linear layers, pooling, dropout and element-wise activations: the registered ``mlp``,
 ``cnn1d``, ``cnn2d`` and ``vgg``) :func:`compile_plan` builds a plan that computes
 exactly what the vmapped module computes, from the same stacked parameters and buffers
-(BatchNorm running statistics are updated in place, per member). Anything else returns
-``None`` and the ensemble keeps the vmap path. ``tests/test_stacked.py`` checks
-outputs, gradients and BatchNorm buffers against vmap for every supported layer.
+(BatchNorm running statistics are updated in place, per member). The residual blocks of
+the registered ``resnet`` (pre-activation basic and bottleneck blocks, projection
+shortcuts, stochastic depth) and ``wrn`` are compiled too: a block is a branch of
+sub-plans whose outputs are added. Anything else returns ``None`` and the ensemble keeps
+the vmap path. ``tests/test_stacked.py`` checks outputs, gradients and BatchNorm buffers
+against vmap for every supported layer and block.
 
 Activations travel in one of three layouts:
 
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models.base import Classifier
+from .models.layers import DropPath
 
 __all__ = ["StackedPlan", "compile_plan", "stacked_kernels_enabled"]
 
@@ -41,7 +45,9 @@ _BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def stacked_kernels_enabled() -> bool:
-    """False when ``ENSEMBLEKIT_STACKED=0`` (forces the vmap path everywhere, e.g. to compare)."""
+    """False when ``ENSEMBLEKIT_STACKED=0`` (forces the vmap path everywhere, e.g. to compare;
+    ``loop`` and ``plan`` choose between a member loop and the plan, see
+    :func:`ensemblekit.ensemble.member_loop`)."""
     return os.environ.get("ENSEMBLEKIT_STACKED", "1") != "0"
 
 
@@ -187,8 +193,105 @@ def _pool(mod: nn.Module) -> Op:
     return op
 
 
+def _drop_path(mod: DropPath) -> Op:
+    keep = 1.0 - mod.p
+
+    def op(s: _State, params: dict, b: dict) -> _State:
+        if not mod.training or mod.p == 0.0:
+            return s
+        # One Bernoulli draw per (member, sample), like vmap(randomness="different").
+        x = s.to_chan()
+        mask = (torch.rand(x.shape[0], s.m, 1, device=x.device) < keep).to(x.dtype) / keep
+        return _State((x.reshape(x.shape[0], s.m, -1) * mask).reshape(x.shape), CHAN, s.m)
+
+    return op
+
+
+def _relu() -> Op:
+    def op(s: _State, p: dict, b: dict) -> _State:
+        return _State(F.relu(s.x), s.layout, s.m)
+
+    return op
+
+
+def _run(ops: list[Op], s: _State, p: dict, b: dict) -> _State:
+    for op in ops:
+        s = op(s, p, b)
+    return s
+
+
+def _residual(pre: list[Op], main: list[Op], shortcut: list[Op] | None, shortcut_from_pre: bool) -> Op:
+    """``main(pre(x)) + shortcut(pre(x) or x)`` (identity shortcut when ``shortcut`` is None)."""
+
+    def op(s: _State, p: dict, b: dict) -> _State:
+        a = _run(pre, s, p, b)
+        out = _run(main, a, p, b).to_chan()
+        src = a if shortcut_from_pre else s
+        short = src if shortcut is None else _run(shortcut, src, p, b)
+        return _State(out + short.to_chan(), CHAN, s.m)
+
+    return op
+
+
+def _block_layout(module: nn.Module) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str | None, bool] | None:
+    """How a registered residual block computes: (pre, main, shortcut attribute, shortcut reads pre).
+
+    ``pre`` and ``main`` list ``(kind, attribute)`` steps, kind ``mod`` (a child module)
+    or ``relu``; the layouts mirror the blocks' ``forward`` methods in
+    :mod:`ensemblekit.models.resnet` and :mod:`ensemblekit.models.wrn`.
+    """
+    from .models.resnet import _PreActBasic, _PreActBottleneck
+    from .models.wrn import _WideBasic
+
+    kind = type(module)
+    if kind is _PreActBasic:
+        main = [("mod", "bn1"), ("relu", ""), ("mod", "conv1"), ("mod", "bn2"), ("relu", ""), ("mod", "conv2"), ("mod", "drop_path")]
+        return [], main, "downsample", False
+    if kind is _PreActBottleneck:
+        main = [("mod", "bn1"), ("relu", ""), ("mod", "conv1"), ("mod", "bn2"), ("relu", ""), ("mod", "conv2"),
+                ("mod", "bn3"), ("relu", ""), ("mod", "conv3"), ("mod", "drop_path")]
+        return [], main, "downsample", False
+    if kind is _WideBasic:
+        main = [("mod", "conv1"), ("mod", "bn2"), ("relu", ""), ("mod", "dropout"), ("mod", "conv2")]
+        return [("mod", "bn1"), ("relu", "")], main, "shortcut", True
+    return None
+
+
+def _compile_steps(module: nn.Module, prefix: str, steps: list[tuple[str, str]]) -> list[Op] | None:
+    ops: list[Op] = []
+    for kind, attr in steps:
+        if kind == "relu":
+            ops.append(_relu())
+        elif not _compile(getattr(module, attr), f"{prefix}{attr}.", ops):
+            return None
+    return ops
+
+
+def _compile_block(module: nn.Module, prefix: str, ops: list[Op]) -> bool:
+    layout = _block_layout(module)
+    if layout is None:
+        return False
+    pre_steps, main_steps, short_attr, from_pre = layout
+    pre, main = _compile_steps(module, prefix, pre_steps), _compile_steps(module, prefix, main_steps)
+    if pre is None or main is None:
+        return False
+    short_mod = getattr(module, short_attr) if short_attr else None
+    shortcut = None
+    if short_mod is not None:
+        shortcut = []
+        if not _compile(short_mod, f"{prefix}{short_attr}.", shortcut):
+            return False
+    ops.append(_residual(pre, main, shortcut, from_pre))
+    return True
+
+
 def _compile(module: nn.Module, prefix: str, ops: list[Op]) -> bool:
     kind = type(module)
+    if kind is DropPath:
+        ops.append(_drop_path(module))
+        return True
+    if _block_layout(module) is not None:
+        return _compile_block(module, prefix, ops)
     if kind is nn.Sequential:
         return all(_compile(child, f"{prefix}{n}.", ops) for n, child in module.named_children())
     if kind is Classifier:

@@ -100,6 +100,22 @@ class TrainConfig(StrictModel):
         tta: deterministic test-time transforms whose predictions are averaged at
             evaluation (e.g. ``[identity, hflip]``).
         early_stopping: patience on a validation metric (:class:`EarlyStoppingConfig`).
+        precision: arithmetic of the training forward pass and loss: ``fp32`` (default),
+            ``bf16`` (autocast; CPU and CUDA) or ``fp16`` (autocast with loss scaling that
+            skips only the members whose gradient overflowed); master weights, BatchNorm
+            statistics, checkpoints and evaluation stay fp32
+            (:mod:`ensemblekit.training.precision`).
+        member_chunk: run the member axis of each training step in chunks of this many
+            members (gradients accumulate per member: the same numbers as one pass, less
+            memory); ``auto`` measures one member's step and takes the largest chunk that
+            fits in the device's free memory; ``null`` (default): all members at once.
+            Needs an :class:`~ensemblekit.ensemble.Ensemble` and a per-member loss.
+        compile: compile the model's training forward pass with ``torch.compile``
+            (falls back to eager, with a warning, where compilation fails).
+        devices: train the members on several devices, e.g. ``[cuda:0, cuda:1]``: the
+            member axis is cut into one contiguous shard per device (no gradient
+            all-reduce: members are independent); ``device`` is then ignored. Needs an
+            :class:`~ensemblekit.ensemble.Ensemble` (:mod:`ensemblekit.placement`).
     """
 
     epochs: int = Field(30, ge=1)
@@ -118,6 +134,17 @@ class TrainConfig(StrictModel):
     mixup: float = Field(0.0, ge=0)
     tta: list[Any] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    member_chunk: int | Literal["auto"] | None = None
+    compile: bool = False
+    devices: list[str] | None = None
+
+    @field_validator("member_chunk")
+    @classmethod
+    def _member_chunk(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError(f"member_chunk must be an int >= 1, 'auto' or null, got {v!r}")
+        return v
 
     @field_validator("optimizer")
     @classmethod
@@ -152,4 +179,16 @@ class TrainConfig(StrictModel):
     def _device(cls, v: str) -> str:
         if v != "auto" and not (v == "cpu" or v.startswith("cuda") or v == "mps"):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("devices must list at least one device (or be null)")
+        for d in v:
+            if not (d == "cpu" or d.startswith("cuda")):
+                raise ValueError(f"devices entries must be cpu, cuda or cuda:N, got {d!r}")
         return v

@@ -38,6 +38,8 @@ from .flops import flop_counter
 from .layout import ParamLayout, per_member_hparams
 from .optim import build_optimizer, optimizer_lr
 from .penalties import check_penalties, member_penalties
+from .chunks import check_member_chunk, chunked_losses, probe_member_chunk
+from .precision import MemberLossScaler, autocast, compiled_forward
 from .protocol import TrainableModel, check_trainable, shared_tensor_names
 from .schedules import Schedule, build_schedule, lambda_lr
 
@@ -54,9 +56,22 @@ def cross_entropy_per_member(logits: torch.Tensor, batch: Batch) -> torch.Tensor
     return F.cross_entropy(logits.reshape(m * b, c), y, reduction="none").reshape(m, b).mean(1)
 
 
+cross_entropy_per_member.member_wise = True  # type: ignore[attr-defined]  # member m's loss reads only its logits
+
+
 def _along_batch(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Reorder ``t`` (``(B,)`` or ``(M, B)``) along its batch axis by ``perm`` of the same shape."""
     return t[perm] if t.dim() == 1 else torch.gather(t, 1, perm)
+
+
+def _placed(model: TrainableModel, devices: Sequence[str], stage: str) -> tuple[TrainableModel, torch.device]:
+    """``model``'s members sharded over ``devices`` (``train.devices``) and the first device."""
+    devs = [resolve_device(d) for d in devices]
+    place = getattr(model, "place", None)
+    if place is None:
+        raise ConfigError(f"{stage}: train.devices places members on several devices, but the members of "
+                          f"{type(model).__name__} share parameters or a forward pass: use train.device")
+    return place(devs), devs[0]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -123,9 +138,12 @@ class Trainer:
         warm_start: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
-        self.device = resolve_device(self.config.device)
         check_trainable(model)
-        self.model = model if torch.device(model.device) == self.device else model.to(self.device)
+        if self.config.devices:
+            self.model, self.device = _placed(model, self.config.devices, stage)
+        else:
+            self.device = resolve_device(self.config.device)
+            self.model = model if torch.device(model.device) == self.device else model.to(self.device)
         self.data = data
         self.seed = int(seed)
         self.run = run
@@ -160,6 +178,11 @@ class Trainer:
             check_penalties(self.model, stage)
         self.layout = ParamLayout(self.model, per_member_hparams(self.config.optimizer, m))
         self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
+        self.scaler = MemberLossScaler(m) if self.config.precision == "fp16" else None
+        self.member_chunk: int | str | None = check_member_chunk(self, m)
+        self._forward: Callable[..., torch.Tensor] = self.model
+        if self.config.compile:
+            self._forward = compiled_forward(self.model, stage)
         self.augment = build_augment(self.config.augment, data.input_shape)
         self.tta = build_tta(self.config.tta, data.input_shape) if self.config.tta else None
         self.history: list[dict[str, Any]] = []
@@ -206,6 +229,10 @@ class Trainer:
             "history": self.history,
             "cost": {"flops_per_step": self.flops_per_step, "examples_per_step": self.examples_per_step, "examples_seen": self.examples_seen},
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.config.member_chunk == "auto" and isinstance(self.member_chunk, int):
+            state["member_chunk"] = self.member_chunk
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -227,6 +254,10 @@ class Trainer:
         self.flops_per_step = cost.get("flops_per_step")
         self.examples_per_step = int(cost.get("examples_per_step") or 0)
         self.examples_seen = int(cost.get("examples_seen") or 0)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.config.member_chunk == "auto" and state.get("member_chunk"):
+            self.member_chunk = int(state["member_chunk"])
 
     def _checkpoint(self) -> None:
         if self.run is not None:
@@ -241,7 +272,7 @@ class Trainer:
         """
         if self.device.type == "cpu":
             tune_allocator()
-        devices = [self.device] if self.device.type == "cuda" else []
+        devices = [d for d in dict.fromkeys(getattr(self.model, "devices", [self.device])) if d.type == "cuda"]
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(self.seed, self.stage, "rng"))
             return self._fit()
@@ -256,7 +287,7 @@ class Trainer:
                 raise DataError(f"{self.run.checkpoint_path(self.stage)}: cannot be resumed ({type(exc).__name__}: {exc}); "  # type: ignore[union-attr]
                                 "it is damaged or from another config: delete it to retrain this stage") from None
             if self.finished:
-                return self.model
+                return self._result()
             self.run.truncate_log(self.stage, self.epoch)  # type: ignore[union-attr]
         elif self.warm_start is not None:
             self.model.load_state_tensors(self.warm_start["ensemble"])
@@ -280,7 +311,12 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         self._checkpoint()
-        return self.model
+        return self._result()
+
+    def _result(self) -> TrainableModel:
+        """The trained model; members placed on several devices are gathered on the first."""
+        merged = getattr(self.model, "merged", None)
+        return merged() if merged is not None else self.model
 
     def _run_epoch(self, scheduler: torch.optim.lr_scheduler.LambdaLR, bar: tqdm) -> None:
         t0 = time.perf_counter()
@@ -294,12 +330,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.zero_grad(set_to_none=True)
             losses, logits, used = self._forward_backward(batch, lr)
-            if self.config.grad_clip is not None:
-                self.layout.clip(self.config.grad_clip)
-            if self.config.weight_decay:
-                self._decay()
-            self.optimizer.step()
-            self.layout.sync_to_model()
+            self._optimizer_step()
             scheduler.step()
             self.step += 1
             with torch.no_grad():
@@ -324,6 +355,11 @@ class Trainer:
         }
         if self.data.val is not None and (self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs):
             logs.update(self.evaluate_val())
+        if self.scaler is not None:
+            logs["loss_scale"] = self.scaler.scale
+            logs["fp16_skipped"] = self.scaler.pop_skipped()  # per member, this epoch
+        if isinstance(self.member_chunk, int):
+            logs["member_chunk"] = self.member_chunk
         logs["wall_s"] = round(self.wall_s, 3)
         self.history.append(logs)
         for cb in self.callbacks:
@@ -334,17 +370,45 @@ class Trainer:
             self._checkpoint()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
 
+    def _optimizer_step(self) -> None:
+        """Clip, decay and step (fp16: unscale first; members whose gradient overflowed skip)."""
+        if self.scaler is None:
+            self._clip_decay_step()
+        else:
+            stepped = self.layout.stepped()
+            bad = self.scaler.unscale_(stepped)
+            with self.scaler.skipping(self.optimizer, stepped, bad):
+                if not bool(bad.all()):
+                    self._clip_decay_step()
+        self.layout.sync_to_model()
+
+    def _clip_decay_step(self) -> None:
+        if self.config.grad_clip is not None:
+            self.layout.clip(self.config.grad_clip)
+        if self.config.weight_decay:
+            self._decay()
+        self.optimizer.step()
+
+    def _backward(self, losses: torch.Tensor, lr: float, first: int = 0) -> None:
+        loss = losses.sum()
+        if not torch.isfinite(loss):
+            self._diverged(losses, lr, first)
+        (loss * self.scaler.scale if self.scaler is not None else loss).backward()
+
     def _forward_backward(self, batch: Batch, lr: float) -> tuple[torch.Tensor, torch.Tensor, Batch]:
         """Losses and logits of one step, gradients accumulated; the first step this process
         runs is counted by the FLOP counter (it observes, it does not change the numbers)."""
 
         def step() -> tuple[torch.Tensor, torch.Tensor, Batch]:
-            losses, logits, used = self._losses(batch)
+            if self.member_chunk == "auto":
+                self.member_chunk = probe_member_chunk(self, batch, lr)
+                losses, logits, used = self._last_probe
+            elif self.member_chunk is not None and self.member_chunk < self.model.num_members:
+                losses, logits, used = chunked_losses(self, batch, lr, self.member_chunk)
+            else:
+                losses, logits, used = self._losses(batch)
+                self._backward(losses, lr)
             self.last_losses = losses.detach()
-            loss = losses.sum()
-            if not torch.isfinite(loss):
-                self._diverged(losses, lr)
-            loss.backward()
             return losses, logits, used
 
         if self.flops_per_step is not None:
@@ -382,19 +446,36 @@ class Trainer:
         y = targets(batch.y)
         return batch if y is batch.y else Batch(batch.x, y, None)
 
+    def _inputs(self, batch: Batch) -> tuple[torch.Tensor, tuple[Batch, torch.Tensor] | None]:
+        """The step's (augmented, mixed) inputs and, with mixup, the partner batch and lambda."""
+        x = self.augment(batch.x, None) if self.augment is not None else batch.x
+        if self.config.mixup <= 0:
+            return x, None
+        x, perm, lam = mixup(x, batch.y, self.config.mixup)
+        partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None)
+        return x, (partner, lam)
+
+    def _member_losses(self, x: torch.Tensor, batch: Batch, mix: tuple[Batch, torch.Tensor] | None,
+                       params: Any, members: slice | None = None) -> tuple[torch.Tensor, torch.Tensor, Batch]:
+        """Per-member losses and logits of ``members`` (all: ``None``) under the configured precision."""
+        kw = {} if members is None else {"members": members}
+        # the FLOP-counted first step runs eagerly: dynamo does not trace under a dispatch mode
+        # (and would then skip the frame for good)
+        forward = self._forward if self.flops_per_step is not None else self.model
+        with autocast(self.device, self.config.precision):
+            logits = forward(x, per_member=batch.per_member, params=params, **kw)
+        out = logits.float()
+        if mix is not None:
+            partner, lam = mix
+            return lam * self.loss_fn(out, batch) + (1 - lam) * self.loss_fn(out, partner), logits, batch
+        batch = self._targets(batch)
+        return self.loss_fn(out, batch), logits, batch
+
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Batch]:
         """Per-member training losses ``(M,)`` (with augmentation, mixup, penalties) and the logits."""
-        x = self.augment(batch.x, None) if self.augment is not None else batch.x
+        x, mix = self._inputs(batch)
         params = self.layout.forward_params()
-        if self.config.mixup > 0:
-            x, perm, lam = mixup(x, batch.y, self.config.mixup)
-            partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None)
-            logits = self.model(x, per_member=batch.per_member, params=params)
-            losses = lam * self.loss_fn(logits, batch) + (1 - lam) * self.loss_fn(logits, partner)
-        else:
-            logits = self.model(x, per_member=batch.per_member, params=params)
-            batch = self._targets(batch)
-            losses = self.loss_fn(logits, batch)
+        losses, logits, batch = self._member_losses(x, batch, mix, params)
         if self.config.penalties.active:
             losses = losses + member_penalties(self.model, self.config.penalties, params)
         return losses, logits, batch
@@ -408,8 +489,8 @@ class Trainer:
             for p in group["params"]:
                 p.mul_(1.0 - group["lr"] * self.config.weight_decay)
 
-    def _diverged(self, losses: torch.Tensor, lr: float) -> None:
-        bad = [i for i, v in enumerate(losses.detach().tolist()) if not torch.isfinite(torch.tensor(v))]
+    def _diverged(self, losses: torch.Tensor, lr: float, first: int = 0) -> None:
+        bad = [first + i for i, v in enumerate(losses.detach().tolist()) if not torch.isfinite(torch.tensor(v))]
         raise NonFiniteLossError(
             f"{self.stage}: the loss became non-finite at epoch {self.epoch + 1}, iteration {self.step + 1} "
             f"(member(s) {bad}, lr={lr:.3g}){self._kept()}; lower the learning rate or set train.grad_clip"

@@ -152,3 +152,16 @@ class ParamLayout:
                 per.setdefault(g.members.start + i, []).extend(t for t in member.values() if t.requires_grad)  # type: ignore[union-attr]
         for tensors in per.values():
             torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+
+    def stepped(self) -> list[tuple[torch.Tensor, slice | int | None]]:
+        """Every tensor the optimizer steps, with the members it belongs to: a ``slice``
+        (a stacked tensor whose leading axis indexes those members), an ``int`` (a
+        per-member leaf of that member) or ``None`` (shared by all members)."""
+        out: list[tuple[torch.Tensor, slice | int | None]] = []
+        for gi, g in enumerate(self.groups):
+            leaves = None if self.leaves is None else self.leaves[gi]
+            if leaves is None:
+                out += [(t, g.members) for t in g.trainable()]
+            else:
+                out += [(t, g.members.start + i) for i, member in enumerate(leaves) for t in member.values() if t.requires_grad]  # type: ignore[union-attr]
+        return out
