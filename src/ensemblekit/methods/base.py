@@ -223,6 +223,14 @@ class Method:
         factory = model_factory(self._model(), input_shape=data.input_shape, num_classes=data.num_classes)
         check_model_fits(factory, data)
         probe_training(self.train_config_, data, steps_per_epoch(data.train, self.train_config_.batch_size))
+        cfg = self.train_config_
+        if cfg.member_chunk is not None or cfg.devices:
+            from ..training.chunks import check_execution
+
+            with torch.random.fork_rng(devices=[]):
+                model = self._trainable(factory, data)
+            if model is not None:
+                check_execution(cfg, model, self.name)
         self._check(data, factory)
         return factory
 

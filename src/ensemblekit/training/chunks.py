@@ -28,9 +28,28 @@ from .penalties import member_penalties
 if TYPE_CHECKING:
     from .engine import Trainer
 
-__all__ = ["check_member_chunk", "chunked_losses", "probe_member_chunk", "free_memory"]
+__all__ = ["check_execution", "check_member_chunk", "chunked_losses", "probe_member_chunk", "free_memory"]
 
 _SAFETY = 0.5  # of the free memory an auto chunk may plan to use
+
+
+def check_execution(config: Any, model: Any, stage: str) -> None:
+    """``train.member_chunk`` and ``train.devices`` against the model they would run: both need
+    members that run apart (``supports_member_chunks`` / ``place``), and the devices must exist.
+    The methods call it before anything is written; the engine again when it starts."""
+    from .engine import resolve_device
+
+    for d in config.devices or []:
+        resolve_device(d)
+    name = type(model).__name__
+    chunk = config.member_chunk
+    if chunk is not None and not (isinstance(chunk, int) and chunk >= model.num_members):
+        if not getattr(model, "supports_member_chunks", False):
+            raise ConfigError(f"{stage}: train.member_chunk needs members that can run apart (independent networks); "
+                              f"the members of {name} share parameters or a forward pass: remove member_chunk")
+    if config.devices and getattr(model, "place", None) is None:
+        raise ConfigError(f"{stage}: train.devices places members on several devices, but the members of "
+                          f"{name} share parameters or a forward pass: use train.device")
 
 
 def check_member_chunk(trainer: "Trainer", num_members: int) -> int | str | None:
@@ -38,10 +57,7 @@ def check_member_chunk(trainer: "Trainer", num_members: int) -> int | str | None
     chunk = trainer.config.member_chunk
     if chunk is None or (isinstance(chunk, int) and chunk >= num_members):
         return None
-    name = type(trainer.model).__name__
-    if not getattr(trainer.model, "supports_member_chunks", False):
-        raise ConfigError(f"{trainer.stage}: train.member_chunk needs members that can run apart (independent networks); "
-                          f"the members of {name} share parameters or a forward pass: remove member_chunk")
+    check_execution(trainer.config, trainer.model, trainer.stage)
     if not getattr(trainer.loss_fn, "member_wise", False):
         raise ConfigError(f"{trainer.stage}: train.member_chunk needs a loss computed member by member "
                           f"(the default cross-entropy); this stage's loss {getattr(trainer.loss_fn, '__name__', trainer.loss_fn)!r} "

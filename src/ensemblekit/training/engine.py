@@ -38,7 +38,7 @@ from .flops import flop_counter
 from .layout import ParamLayout, per_member_hparams
 from .optim import build_optimizer, optimizer_lr
 from .penalties import check_penalties, member_penalties
-from .chunks import check_member_chunk, chunked_losses, probe_member_chunk
+from .chunks import check_execution, check_member_chunk, chunked_losses, probe_member_chunk
 from .precision import MemberLossScaler, autocast, compiled_forward
 from .protocol import TrainableModel, check_trainable, shared_tensor_names
 from .schedules import Schedule, build_schedule, lambda_lr
@@ -64,14 +64,11 @@ def _along_batch(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return t[perm] if t.dim() == 1 else torch.gather(t, 1, perm)
 
 
-def _placed(model: TrainableModel, devices: Sequence[str], stage: str) -> tuple[TrainableModel, torch.device]:
+def _placed(model: TrainableModel, devices: Sequence[str], stage: str, config: TrainConfig) -> tuple[TrainableModel, torch.device]:
     """``model``'s members sharded over ``devices`` (``train.devices``) and the first device."""
+    check_execution(config, model, stage)
     devs = [resolve_device(d) for d in devices]
-    place = getattr(model, "place", None)
-    if place is None:
-        raise ConfigError(f"{stage}: train.devices places members on several devices, but the members of "
-                          f"{type(model).__name__} share parameters or a forward pass: use train.device")
-    return place(devs), devs[0]
+    return model.place(devs), devs[0]  # type: ignore[attr-defined]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -79,10 +76,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
+    if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available (use device: auto or cpu)")
-        dev = torch.device("cuda", torch.cuda.current_device())
+            raise ConfigError(f"device {device!r} requested but CUDA is not available (use device: auto or cpu)")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -140,7 +140,7 @@ class Trainer:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
         check_trainable(model)
         if self.config.devices:
-            self.model, self.device = _placed(model, self.config.devices, stage)
+            self.model, self.device = _placed(model, self.config.devices, stage, self.config)
         else:
             self.device = resolve_device(self.config.device)
             self.model = model if torch.device(model.device) == self.device else model.to(self.device)
