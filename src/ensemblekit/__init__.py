@@ -14,6 +14,7 @@ from __future__ import annotations
 from .data import Data, Split, from_arrays, from_loaders, list_datasets, load_dataset, load_npz, register_dataset
 from .ensemble import Ensemble
 from .evaluation import EvaluationConfig, evaluate_uncertainty, prepare_data
+from .evaluation.predict import predict_array, predict_file
 from .errors import ConfigError, DataError, EnsembleKitError, NonFiniteLossError, TrainingError
 from .methods import Method, create_method, list_methods, register_method
 from .metrics import evaluate_probs
@@ -29,7 +30,7 @@ __all__ = [
     "Ensemble",
     "ConfigError", "DataError", "EnsembleKitError", "NonFiniteLossError", "TrainingError",
     "Method", "create_method", "list_methods", "register_method",
-    "evaluate", "evaluate_probs", "EvaluationConfig", "evaluate_uncertainty", "prepare_data",
+    "evaluate", "evaluate_probs", "EvaluationConfig", "evaluate_uncertainty", "prepare_data", "predict_array", "predict_file",
     "create_model", "list_models", "register_model",
     "Callback", "ParamGroup", "RunDir", "TrainableModel", "TrainConfig", "Trainer", "schedules",
     "curves", "nas", "varhyper",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import EnsembleKitError
-from . import core, curve, nes, toolkit, varhyper  # noqa: F401  (register commands)
+from . import core, curve, nes, toolkit, use, varhyper  # noqa: F401  (register commands)
 from .app import app, err_console
 
 __all__ = ["app", "main"]

@@ -1,0 +1,59 @@
+"""Using a trained ensemble: ``predict``."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from ..errors import ConfigError
+from .app import app, console
+
+
+@app.command()
+def predict(
+    run_dir: str = typer.Argument(..., help="A run directory written by `train` (or a compare cell)."),
+    data: str = typer.Option(..., "--data", help="Inputs: FILE.npz (array x), FILE.npy or FILE.csv (one example per row)."),
+    out: Optional[str] = typer.Option(None, "--out", help="FILE.csv or FILE.npz (default: predictions.csv for .csv inputs, "
+                                                          "else predictions.npz, in RUN_DIR)."),
+    members: bool = typer.Option(False, "--members", help="Also write every member's probabilities."),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Examples per forward pass (memory stays flat)."),
+    factory: Optional[str] = typer.Option(None, "--factory", help="pkg.mod:make_net building the members of a run trained on a user factory."),
+    trust_factory: bool = typer.Option(False, "--trust-factory", help="Import the model factory path the ensemble file names."),
+) -> None:
+    """Predicted class, ensemble probabilities and each example's uncertainty (predictive and
+    expected entropy, mutual information, member disagreement) for new inputs.
+
+    Never unpickles, and never imports code the files name unless told to.
+    """
+    from ..evaluation.predict import predict_file, predictor_input_shape
+    from ..predictors import load_predictor
+
+    path = os.path.join(run_dir, "ensemble.safetensors")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir}: no ensemble.safetensors (has the run finished?)")
+    if not os.path.isfile(data):
+        raise ConfigError(f"--data {data}: no such file")
+    if out is None:
+        out = os.path.join(run_dir, "predictions.csv" if data.lower().endswith(".csv") else "predictions.npz")
+    if not out.lower().endswith((".csv", ".npz")):
+        raise ConfigError(f"--out {out}: must end in .csv or .npz")
+    pred = load_predictor(path, trust_factory=trust_factory, factory=None if factory is None else _user_factory(factory, path))
+    shape = predictor_input_shape(pred)
+    if shape is None:
+        raise ConfigError(f"{path}: the ensemble does not record its input shape")
+    summary = predict_file(pred, data, out, input_shape=shape, batch_size=batch_size, members=members)
+    console.print(f"{summary['examples']} example(s), {summary['classes']} classes, {summary['members']} member(s) -> {out}")
+
+
+def _user_factory(factory: str, path: str):  # noqa: ANN202
+    from ..models.registry import model_factory
+    from ..serialization import load_tensors
+
+    _, meta = load_tensors(path)
+    groups = (meta or {}).get("groups") or [{}]
+    kwargs = ((groups[0].get("spec") or {}).get("kwargs") or {}) if isinstance(groups[0], dict) else {}
+    if "input_shape" not in kwargs or "num_classes" not in kwargs:
+        raise ConfigError(f"{path}: no input shape / classes recorded for --factory")
+    return model_factory({"factory": factory}, input_shape=kwargs["input_shape"], num_classes=kwargs["num_classes"])
