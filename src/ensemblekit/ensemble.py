@@ -419,6 +419,13 @@ class Ensemble:
             "members": self.members_info,
         }
 
+    def export(self, path: str, example: torch.Tensor | None = None, format: str = "export", members: bool = False) -> str:
+        """One graph that runs without ensemblekit (``torch.export``, TorchScript or ONNX):
+        see :func:`ensemblekit.export.export`."""
+        from .export import export
+
+        return export(self, path, example, format=format, members=members)
+
     def save(self, path: str) -> None:
         """Save weights (safetensors) and metadata (JSON inside the file), atomically."""
         save_tensors(path, self.state_tensors(), self.metadata())

@@ -1,4 +1,4 @@
-"""Using a trained ensemble: ``predict``."""
+"""Using a trained ensemble: ``predict``, ``export``."""
 
 from __future__ import annotations
 
@@ -57,3 +57,27 @@ def _user_factory(factory: str, path: str):  # noqa: ANN202
     if "input_shape" not in kwargs or "num_classes" not in kwargs:
         raise ConfigError(f"{path}: no input shape / classes recorded for --factory")
     return model_factory({"factory": factory}, input_shape=kwargs["input_shape"], num_classes=kwargs["num_classes"])
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: str = typer.Argument(..., help="A run directory written by `train` (or a compare cell)."),
+    format: str = typer.Option("export", "--format", help="export (torch.export, .pt2) | torchscript (.pt) | onnx (.onnx, the onnx extra)."),
+    out: Optional[str] = typer.Option(None, "--out", help="The file to write (default: RUN_DIR/ensemble.<ext>)."),
+    members: bool = typer.Option(False, "--members", help="The graph also returns every member's probabilities."),
+    factory: Optional[str] = typer.Option(None, "--factory", help="pkg.mod:make_net building the members of a run trained on a user factory."),
+    trust_factory: bool = typer.Option(False, "--trust-factory", help="Import the model factory path the ensemble file names."),
+) -> None:
+    """Write the ensemble as one graph (batch -> mean probabilities) that runs without ensemblekit."""
+    from ..export import FORMATS, export
+    from ..predictors import load_predictor
+
+    if format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    path = os.path.join(run_dir, "ensemble.safetensors")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir}: no ensemble.safetensors (has the run finished?)")
+    out = out or os.path.join(run_dir, "ensemble" + FORMATS[format])
+    pred = load_predictor(path, trust_factory=trust_factory, factory=None if factory is None else _user_factory(factory, path))
+    export(pred, out, format=format, members=members)
+    console.print(f"{len(pred)} member(s) -> {out} ({format})")

@@ -228,6 +228,12 @@ class SharedEnsemble:
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         return self.predict_proba(x, batch_size).mean(0)
 
+    def export(self, path: str, example: torch.Tensor | None = None, format: str = "export", members: bool = False) -> str:
+        """One graph that runs without ensemblekit: see :func:`ensemblekit.export.export`."""
+        from ..export import export
+
+        return export(self, path, example, format=format, members=members)
+
     def save(self, path: str) -> None:
         """Weights (safetensors) and how to rebuild the net (base spec, transformation, options)."""
         meta = {"format": SHARED_FORMAT, "transform": self.transform, "options": self.options, "spec": self.spec,

@@ -1,0 +1,114 @@
+"""One-graph export: torch.export, TorchScript and ONNX programs equal predict() to 1e-5, load
+without ensemblekit, and refuse what no static graph can reproduce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import ensemblekit as ek
+from ensemblekit import Ensemble
+from ensemblekit.errors import ConfigError
+from ensemblekit.models import model_factory
+
+from ensemblekit.export import FORMATS as EXT
+
+FORMATS = ["export", "torchscript", "onnx"]
+
+
+def _ens(data, specs):
+    parts = [Ensemble.from_factory(model_factory(s, input_shape=data.input_shape, num_classes=data.num_classes), seeds=[i, i + 10])
+             for i, s in enumerate(specs)]
+    ens = Ensemble.cat(parts)
+    with torch.no_grad():  # BatchNorm statistics away from their defaults, so eval mode matters
+        for g in ens.groups:
+            for k, v in g.buffers.items():
+                if "running_mean" in k:
+                    v.normal_(0, 0.5)
+                elif "running_var" in k:
+                    v.uniform_(0.5, 2.0)
+    return ens
+
+
+@pytest.fixture(scope="module")
+def signals():
+    return ek.load_dataset("mnist1d", num_samples=400)
+
+
+CASES = {
+    "cnn1d_bn": [{"name": "cnn1d", "kwargs": {"channels": 8}}],
+    "heterogeneous": [{"name": "mlp", "kwargs": {"hidden": [16], "batchnorm": True}}, {"name": "cnn1d", "kwargs": {"channels": 4}}],
+}
+
+_LOADER = r"""
+import sys, json
+sys.modules["ensemblekit"] = None  # importing ensemblekit now fails: the file must not need it
+import numpy as np, torch
+fmt, path, xs = sys.argv[1], sys.argv[2], sys.argv[3]
+x = torch.from_numpy(np.load(xs))
+if fmt == "export":
+    out = torch.export.load(path).module()(x)
+elif fmt == "torchscript":
+    out = torch.jit.load(path)(x)
+else:
+    import onnxruntime
+    out = torch.from_numpy(onnxruntime.InferenceSession(path).run(None, {"x": x.numpy()})[0])
+np.save(xs + ".out.npy", out.detach().numpy())
+"""
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_graph_equals_predict_and_loads_without_ensemblekit(signals, case, fmt, tmp_path):
+    if fmt == "onnx":
+        for mod in ("onnx", "onnxscript", "onnxruntime"):
+            pytest.importorskip(mod)
+    ens = _ens(signals, CASES[case])
+    x = signals.test.tensors()[0]
+    path = ens.export(str(tmp_path / f"ens{EXT[fmt]}"), format=fmt)
+    xs = tmp_path / "x.npy"
+    np.save(xs, x.numpy())
+    proc = subprocess.run([sys.executable, "-c", _LOADER, fmt, path, str(xs)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = torch.from_numpy(np.load(str(xs) + ".out.npy"))
+    assert out.shape == (len(x), signals.num_classes)  # a batch size other than the traced one
+    torch.testing.assert_close(out, ens.predict(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_with_members_and_of_a_one_network_ensemble(signals, tmp_path):
+    from ensemblekit.efficient.batchensemble import to_batch_ensemble
+    from ensemblekit.efficient.shared import SharedEnsemble
+
+    ens = _ens(signals, CASES["cnn1d_bn"])
+    x = signals.test.tensors()[0][:17]
+    program = torch.export.load(ens.export(str(tmp_path / "m.pt2"), members=True)).module()
+    mean, members = program(x)
+    torch.testing.assert_close(members, ens.predict_proba(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mean, ens.predict(x), atol=1e-5, rtol=1e-5)
+    base = model_factory({"name": "cnn1d", "kwargs": {"channels": 4}}, input_shape=signals.input_shape, num_classes=10)
+    shared = SharedEnsemble(to_batch_ensemble(base(), members=3), "batch_ensemble", {"members": 3}, base.spec).eval()
+    traced = torch.jit.load(shared.export(str(tmp_path / "be.pt"), format="torchscript"))
+    torch.testing.assert_close(traced(x), shared.predict(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_refuses_mc_dropout_and_unknown_formats(signals, tmp_path, cli):
+    from ensemblekit.efficient.mcdropout import MCDropout
+    from ensemblekit.export import export
+
+    ens = _ens(signals, CASES["cnn1d_bn"])
+    with pytest.raises(ConfigError, match="format must be one of"):
+        ens.export(str(tmp_path / "x.bin"), format="pickle")
+    mc = object.__new__(MCDropout)
+    with pytest.raises(ConfigError, match="random dropout passes"):
+        export(mc, str(tmp_path / "mc.pt2"))
+    run = tmp_path / "run"
+    run.mkdir()
+    ens.save(str(run / "ensemble.safetensors"))
+    assert cli("export", run, "--format", "torchscript") == 0
+    assert (run / "ensemble.pt").is_file()
+    assert cli("export", run, "--format", "tflite") == 2
