@@ -146,9 +146,15 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         "provenance": provenance(),
         **dict(extra or {}),
     }
-    write_json(rd.file("results.json"), row)
     if plots:
         _standard_plots(method, data, rd, test, uncertainty)
+    if "tensorboard" in method.train_config_.loggers:
+        from ..training.tracking import log_result
+
+        hparams = {"method": row["method"], "name": method.name, "budget": budget, "seed": row["seed"], "members": row["members"],
+                   **{f"hp/{k}": v for k, v in row["hyperparameters"].items()}}
+        log_result(run_dir, row, hparams, rd.file("reliability.png") if plots else None)
+    write_json(rd.file("results.json"), row)  # last: results.json marks the unit done
     if report:
         method.report(rd, data)
     return row

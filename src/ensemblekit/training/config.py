@@ -116,6 +116,9 @@ class TrainConfig(StrictModel):
             member axis is cut into one contiguous shard per device (no gradient
             all-reduce: members are independent); ``device`` is then ignored. Needs an
             :class:`~ensemblekit.ensemble.Ensemble` (:mod:`ensemblekit.placement`).
+        loggers: experiment trackers, ``[tensorboard]``: per-epoch scalars per member and
+            for the ensemble, the size curve, the reliability diagram and the run's
+            hyperparameters under ``RUN_DIR/tensorboard`` (:mod:`ensemblekit.training.tracking`).
     """
 
     epochs: int = Field(30, ge=1)
@@ -138,6 +141,14 @@ class TrainConfig(StrictModel):
     member_chunk: int | Literal["auto"] | None = None
     compile: bool = False
     devices: list[str] | None = None
+    loggers: list[str] = Field(default_factory=list)
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        from .tracking import check_loggers
+
+        return check_loggers(v)
 
     @field_validator("member_chunk")
     @classmethod

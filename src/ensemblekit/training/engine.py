@@ -158,6 +158,10 @@ class Trainer:
                 raise ConfigError(f"{stage}: early_stopping restores each member's own best weights, but {type(self.model).__name__} "
                                   f"has tensors shared by its members ({shared[0]}, ...)")
             self.callbacks.append(EarlyStopping(self.config.early_stopping))
+        if "tensorboard" in self.config.loggers and run is not None:
+            from .tracking import TensorBoardLogger
+
+            self.callbacks.append(TensorBoardLogger(run.path, stage))
         self.resume = resume
         self.warm_start = warm_start
         m = self.model.num_members
