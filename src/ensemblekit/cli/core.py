@@ -194,10 +194,15 @@ def compare(
     n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds)
     console.print(f"comparing {len(cfg.methods)} method(s) x budgets {cfg.budgets} x seeds {cfg.seeds} = {n} cells -> [bold]{out_dir}[/bold]")
     done = [0]
+    import time
+
+    start = time.perf_counter()
 
     def on_done(spec: dict[str, Any], row: dict[str, Any]) -> None:
         done[0] += 1
-        head = f"[{done[0]}/{n}] {spec['label']} {spec['budget']}B seed {spec['seed']}"
+        left = (time.perf_counter() - start) / done[0] * (n - done[0])  # cells reused from disk make it pessimistic early on
+        eta = f", ETA {int(left // 60)}:{int(left % 60):02d}" if done[0] < n else ""
+        head = f"[{done[0]}/{n}{eta}] {spec['label']} {spec['budget']}B seed {spec['seed']}"
         if "failed" in row:
             err_console.print(f"{head}: [red]failed[/red] {row['failed']}")
         elif "skipped" in row:

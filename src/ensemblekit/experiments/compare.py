@@ -323,6 +323,9 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
 
         pareto_plot(ok, methods, os.path.join(out_dir, "pareto.png"), title=f"{title}: error and NLL against cost")
         _uncertainty_plots(ok, methods, max(cfg.budgets), out_dir, title)
+    from ..report.html import write_html_report
+
+    write_html_report(out_dir, title, md, cfg.model_dump(mode="json", exclude_none=True), version)
     return md
 
 

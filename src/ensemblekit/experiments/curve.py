@@ -109,6 +109,14 @@ def run_curve(cfg: CurveConfig, run_dir: str, data: Data | None = None) -> dict[
     cost = {k: r["wall_s"] for k, r in rows.items()}
     results = {"summary": summary, "ensembles": ensembles, "cost_s": {k: round(v, 3) for k, v in cost.items()}, "rows": rows}
     write_json(rd.file("curves.json"), results)
-    atomic_write_text(rd.file("curve.md"), summary_markdown(summary) + "\n\n" + markdown_table(
-        ["ensemble", "test error %"], [[k, f"{v:.2f}"] for k, v in ensembles.items()]) + "\n")
+    md = summary_markdown(summary) + "\n\n" + markdown_table(["ensemble", "test error %"], [[k, f"{v:.2f}"] for k, v in ensembles.items()]) + "\n"
+    atomic_write_text(rd.file("curve.md"), md)
+    _html(run_dir, f"Mode-connecting curves on {data.name}", md, cfg)
     return results
+
+
+def _html(run_dir: str, title: str, md: str, cfg: Any) -> None:
+    from ..report.html import write_html_report
+    from .provenance import code_version
+
+    write_html_report(run_dir, title, md, cfg.model_dump(mode="json", exclude_none=True) if hasattr(cfg, "model_dump") else None, code_version())

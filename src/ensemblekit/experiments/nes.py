@@ -149,8 +149,12 @@ def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Bac
     write_json(os.path.join(run_dir, "nes.json"), {"runs": runs, "summary": summary})
     from ..report.nes_plots import nes_markdown, write_nes_plots
 
-    atomic_write_text(os.path.join(run_dir, "nes.md"), nes_markdown(summary, runs))
+    md = nes_markdown(summary, runs)
+    atomic_write_text(os.path.join(run_dir, "nes.md"), md)
     write_nes_plots(runs, summary, run_dir)
+    from .curve import _html
+
+    _html(run_dir, "EdgeNES and its baselines", md, cfg)
     return {"runs": runs, "summary": summary}
 
 

@@ -141,9 +141,13 @@ def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None,
     summary = _summary(rows, cfg)
     results = {"data": data.name, "lambdas": cfg.lambdas, "fractions": cfg.fractions, "summary": summary, "rows": rows, "failed": failed}
     write_json(os.path.join(run_dir, "varhyper.json"), results)
-    atomic_write_text(os.path.join(run_dir, "varhyper.md"), _markdown(summary, cfg, data.name))
+    md = _markdown(summary, cfg, data.name)
+    atomic_write_text(os.path.join(run_dir, "varhyper.md"), md)
     if plots and summary:
         from ..report.varhyper_plots import write_varhyper_plots
 
         results["plots"] = [str(p) for p in write_varhyper_plots(results, run_dir)]
+    from .curve import _html
+
+    _html(run_dir, f"Variational hypernetwork family on {data.name}", md, cfg)
     return results
