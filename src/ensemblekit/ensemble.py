@@ -419,6 +419,14 @@ class Ensemble:
             "members": self.members_info,
         }
 
+    def predict_uncertainty(self, x: Any, batch_size: int = 1024, members: bool = False) -> dict[str, Any]:
+        """Class, mean probabilities and per-example uncertainty (predictive and expected
+        entropy, mutual information, disagreement) as NumPy arrays: see
+        :func:`ensemblekit.evaluation.predict.predict_array`."""
+        from .evaluation.predict import predict_array
+
+        return predict_array(self, x, batch_size=batch_size, members=members)
+
     def export(self, path: str, example: torch.Tensor | None = None, format: str = "export", members: bool = False) -> str:
         """One graph that runs without ensemblekit (``torch.export``, TorchScript or ONNX):
         see :func:`ensemblekit.export.export`."""
