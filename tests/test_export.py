@@ -3,7 +3,6 @@ without ensemblekit, and refuse what no static graph can reproduce."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

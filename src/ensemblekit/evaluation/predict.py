@@ -95,7 +95,7 @@ def _csv_batches(path: str, width: int, batch_size: int) -> Iterator[np.ndarray]
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         rows: list[list[str]] = []
-        line, seen = 0, 0
+        line = 0
         for row in reader:
             line += 1
             if not row or all(not c.strip() for c in row):
@@ -107,7 +107,6 @@ def _csv_batches(path: str, width: int, batch_size: int) -> Iterator[np.ndarray]
             rows.append(row)
             if len(rows) == batch_size:
                 yield _parse(rows, path, line - len(rows) + 1)
-                seen += len(rows)
                 rows = []
         if rows:
             yield _parse(rows, path, line - len(rows) + 1)

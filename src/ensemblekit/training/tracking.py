@@ -22,7 +22,6 @@ import importlib.util
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ConfigError
 from .callbacks import Callback
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,10 +102,3 @@ def log_result(run_path: str, row: Mapping[str, Any], hparams: Mapping[str, Any]
     finally:
         w.close()
 
-
-def require(loggers: list[str]) -> None:
-    """Raise a ConfigError when a logger's package is missing (for callers outside the config)."""
-    try:
-        check_loggers(loggers)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
