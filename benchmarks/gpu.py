@@ -39,6 +39,11 @@ def _ns(**kw) -> argparse.Namespace:
     return argparse.Namespace(**base)
 
 
+def _mib(peak: int | None) -> float | None:
+    """Peak bytes as MiB (``None`` on CPU, where the in-process peak is not measured)."""
+    return None if peak is None else round(peak / 2**20, 1)
+
+
 def _section_cnn1d(device: str, quick: bool, out: dict) -> None:
     members = [1, 2] if quick else [1, 5, 10]
     args = _ns(device=device, epochs=1 if quick else 5, samples=400 if quick else 20000, repeats=1 if quick else 2,
@@ -51,7 +56,7 @@ def _section_cnn1d(device: str, quick: bool, out: dict) -> None:
         loop_t = min(throughput.time_loop(data, factory, m, args) for _ in range(args.repeats))
         te = throughput.time_torchensemble(data, factory, m, args)
         rows.append({"members": m, "ensemblekit_s": ek_t[0], "loop_s": loop_t[0], "torchensemble_s": te[0] if te else None,
-                     "peak_mib": ek_t[1] / 2**20})
+                     "peak_mib": _mib(ek_t[1])})
         print(f"  cnn1d M={m:2d}: ensemblekit {ek_t[0]:.2f}s  loop {loop_t[0]:.2f}s  torchensemble "
               f"{te[0] if te else float('nan'):.2f}s  -> vs loop {loop_t[0] / ek_t[0]:.2f}x", flush=True)
     out["cnn1d"] = {"workload": desc, "epochs": args.epochs, "rows": rows}
@@ -70,11 +75,11 @@ def _section_resnets(device: str, quick: bool, out: dict) -> None:
                 ek_t, ek_mem = throughput.time_ensemblekit(data, factory, m, args)
                 loop_t, loop_mem = throughput.time_loop(data, factory, m, args)
                 row = {"model": model, "depth": depth, "width": width, "precision": precision, "members": m,
-                       "ensemblekit_s_per_epoch": ek_t, "loop_s_per_epoch": loop_t, "ensemblekit_peak_mib": ek_mem / 2**20,
-                       "loop_peak_mib": loop_mem / 2**20, "examples": len(data.train)}
+                       "ensemblekit_s_per_epoch": ek_t, "loop_s_per_epoch": loop_t, "ensemblekit_peak_mib": _mib(ek_mem),
+                       "loop_peak_mib": _mib(loop_mem), "examples": len(data.train)}
                 out["resnets"].append(row)
-                print(f"  {model}-{depth}-{width} {precision} M={m}: ensemblekit {ek_t:.2f}s/epoch ({ek_mem / 2**20:.0f} MiB)  "
-                      f"loop {loop_t:.2f}s/epoch ({loop_mem / 2**20:.0f} MiB)  -> vs loop {loop_t / ek_t:.2f}x", flush=True)
+                print(f"  {model}-{depth}-{width} {precision} M={m}: ensemblekit {ek_t:.2f}s/epoch ({_mib(ek_mem)} MiB)  "
+                      f"loop {loop_t:.2f}s/epoch ({_mib(loop_mem)} MiB)  -> vs loop {loop_t / ek_t:.2f}x", flush=True)
 
 
 def _section_compare(device: str, quick: bool, out: dict) -> None:

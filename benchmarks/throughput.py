@@ -1,9 +1,9 @@
 """Training throughput: ensemblekit's vectorised engine vs a per-model loop vs torchensemble.
 
 Trains an M-member ensemble for a fixed number of epochs with each implementation, in one
-process, interleaved, and prints the times, their ratios and the peak memory of each
-(CUDA: ``torch.cuda.max_memory_allocated``; CPU: the growth of the process's resident
-memory, sampled every 2 ms). Only training is timed (no evaluation, no checkpoints).
+process, interleaved, and prints the times, their ratios and, on CUDA, the peak memory of
+each (``torch.cuda.max_memory_allocated``; for CPU memory see ``benchmarks/memory.py``).
+Only training is timed (no evaluation, no checkpoints).
 
     python benchmarks/throughput.py                 # cnn1d on MNIST-1D, CPU, 10 epochs, M = 1 5 10
     python benchmarks/throughput.py --device cuda   # on a GPU
@@ -23,7 +23,6 @@ import contextlib
 import io
 import logging
 import os
-import threading
 import time
 import warnings
 
@@ -57,43 +56,27 @@ def _kernels(kind: str):
 
 
 class PeakMemory:
-    """Peak memory of the block, in bytes above its start (see the module docstring)."""
+    """Peak CUDA memory of the block, in bytes above its start (``None`` on CPU: a process's
+    resident peak only grows, so in one process it says nothing about the later runs;
+    ``benchmarks/memory.py`` measures CPU memory one fresh process per setting)."""
 
     def __init__(self, device: str) -> None:
-        self.device, self.peak = device, 0
+        self.device, self.peak = device, None
 
     def __enter__(self) -> "PeakMemory":
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
-        else:
-            self._base, self._stop = _rss(), threading.Event()
-            self._max = self._base
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self._max = max(self._max, _rss())
 
     def __exit__(self, *exc) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             self.peak = torch.cuda.max_memory_allocated() - self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self._max, _rss()) - self._base
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _timed(device: str, fn) -> tuple[float, int]:
+def _timed(device: str, fn) -> tuple[float, int | None]:
     with PeakMemory(device) as mem:
         _sync(device)
         t = time.perf_counter()
@@ -245,7 +228,7 @@ def main() -> None:
             if te is not None:
                 times["te"].append(te)
         best = {k: (min(t for t, _ in v) if v else None) for k, v in times.items()}
-        mem = {k: (max(b for _, b in v) / 2**20 if v else None) for k, v in times.items()}
+        mem = {k: (max(b for _, b in v) / 2**20 if v and v[0][1] is not None else None) for k, v in times.items()}
         rows.append((m, best["ek"], best["loop"], best["te"]))
         print(f"M={m:3d}  ensemblekit {best['ek']:7.2f}s  (vmap path {_fmt(best['vmap'])}, grouped plan {_fmt(best['mloop'])})  loop {best['loop']:7.2f}s  "
               f"torchensemble {_fmt(best['te'])}   speed-up: vs loop {best['loop'] / best['ek']:5.2f}x  "

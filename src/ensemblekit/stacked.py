@@ -207,13 +207,6 @@ def _drop_path(mod: DropPath) -> Op:
     return op
 
 
-def _relu() -> Op:
-    def op(s: _State, p: dict, b: dict) -> _State:
-        return _State(F.relu(s.x), s.layout, s.m)
-
-    return op
-
-
 def _run(ops: list[Op], s: _State, p: dict, b: dict) -> _State:
     for op in ops:
         s = op(s, p, b)
@@ -261,7 +254,7 @@ def _compile_steps(module: nn.Module, prefix: str, steps: list[tuple[str, str]])
     ops: list[Op] = []
     for kind, attr in steps:
         if kind == "relu":
-            ops.append(_relu())
+            ops.append(_elementwise(nn.ReLU()))  # the blocks' functional F.relu
         elif not _compile(getattr(module, attr), f"{prefix}{attr}.", ops):
             return None
     return ops

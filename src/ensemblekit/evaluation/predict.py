@@ -19,6 +19,7 @@ met half-way leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -28,14 +29,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..metrics.diversity import _entropy
 
 __all__ = ["uncertainty_of", "predict_array", "read_batches", "predict_file", "predictor_input_shape"]
 
 _COLUMNS = ("entropy", "expected_entropy", "mutual_information", "disagreement")
-
-
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 
 def uncertainty_of(member_probs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -184,7 +182,7 @@ def predict_file(predictor: Any, path: str, out: str, *, input_shape: Sequence[i
     n, classes, m = 0, 0, 0
     parts: list[dict[str, np.ndarray]] = []
     try:
-        with open(tmp, "w", newline="") if ext == ".csv" else _nothing() as fh:
+        with open(tmp, "w", newline="") if ext == ".csv" else contextlib.nullcontext() as fh:
             writer = csv.writer(fh) if ext == ".csv" else None
             for x in read_batches(path, input_shape, batch_size):
                 probs = _member_probs(predictor, torch.from_numpy(np.ascontiguousarray(x)))
@@ -206,14 +204,6 @@ def predict_file(predictor: Any, path: str, out: str, *, input_shape: Sequence[i
         if os.path.exists(tmp):
             os.remove(tmp)
     return {"examples": n, "classes": classes, "members": m, "out": out}
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _header(classes: int, members: int) -> list[str]:

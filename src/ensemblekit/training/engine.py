@@ -183,6 +183,7 @@ class Trainer:
         self.layout = ParamLayout(self.model, per_member_hparams(self.config.optimizer, m))
         self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
         self.scaler = MemberLossScaler(m) if self.config.precision == "fp16" else None
+        self._stepped = self.layout.stepped() if self.scaler is not None else []  # fixed tensors: listed once
         self.member_chunk: int | str | None = check_member_chunk(self, m)
         self._forward: Callable[..., torch.Tensor] = self.model
         if self.config.compile:
@@ -379,9 +380,8 @@ class Trainer:
         if self.scaler is None:
             self._clip_decay_step()
         else:
-            stepped = self.layout.stepped()
-            bad = self.scaler.unscale_(stepped)
-            with self.scaler.skipping(self.optimizer, stepped, bad):
+            bad = self.scaler.unscale_(self._stepped)
+            with self.scaler.skipping(self.optimizer, self._stepped, bad):
                 if not bool(bad.all()):
                     self._clip_decay_step()
         self.layout.sync_to_model()
