@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 import ensemblekit as ek
+
+# The command line chooses its thread count from the cores free when it starts (see
+# ensemblekit.threads); under a test suite that keeps cores busy that choice would vary
+# between runs that must give identical numbers, so tests (and the processes they start)
+# use torch's count unless a test says otherwise.
+os.environ.setdefault("ENSEMBLEKIT_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture

@@ -11,6 +11,10 @@ Example:
 
 from __future__ import annotations
 
+from . import threads as _threads
+
+_threads.prepare_openmp()  # before anything imports torch: OpenMP reads it once, at load
+
 from .data import Data, Split, from_arrays, from_loaders, list_datasets, load_dataset, load_npz, register_dataset
 from .ensemble import Ensemble
 from .evaluation import EvaluationConfig, evaluate_uncertainty, prepare_data
@@ -21,6 +25,7 @@ from .metrics import evaluate_probs
 from .metrics.evaluate import evaluate
 from .models import create_model, list_models, register_model
 from .training import Callback, ParamGroup, RunDir, TrainableModel, TrainConfig, Trainer, schedules
+from .threads import configure_threads
 from . import curves, nas, varhyper  # method-specific building blocks: ek.curves, ek.nas, ek.varhyper
 
 __version__ = "0.1.0"
@@ -33,6 +38,6 @@ __all__ = [
     "evaluate", "evaluate_probs", "EvaluationConfig", "evaluate_uncertainty", "prepare_data", "predict_array", "predict_file",
     "create_model", "list_models", "register_model",
     "Callback", "ParamGroup", "RunDir", "TrainableModel", "TrainConfig", "Trainer", "schedules",
-    "curves", "nas", "varhyper",
+    "curves", "nas", "varhyper", "configure_threads",
     "__version__",
 ]

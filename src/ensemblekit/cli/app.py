@@ -28,15 +28,20 @@ RunDirOpt = typer.Option(None, "--run-dir", help="Where to write the run (defaul
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="ENSEMBLEKIT_THREADS",
-                                          help="CPU threads torch may use (default: torch's choice, all cores). Set it when "
-                                               "several runs share a machine: two processes with all cores each slow each other down several-fold."),
+                                          help="CPU threads torch may use. Default: the cores this process may use (affinity, "
+                                               "cgroup quota) minus those other processes keep busy when it starts. Set it to "
+                                               "share a machine between runs on purpose (two runs with every core each slow "
+                                               "each other down several-fold)."),
 ) -> None:
     """Train, evaluate and compare ensembles of deep networks."""
-    if threads is not None:
-        import torch
+    from ..threads import configure_threads
 
-        torch.set_num_threads(threads)
+    given = getattr(ctx.get_parameter_source("threads"), "name", "")  # click's ParameterSource (typer may bundle its own)
+    source = "ENSEMBLEKIT_THREADS" if given == "ENVIRONMENT" else "--threads"
+    configure_threads(threads, source=source if threads is not None else "auto")
+
 
 C = TypeVar("C")
 

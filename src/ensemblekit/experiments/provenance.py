@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ..threads import current_choice
+
 __all__ = ["provenance", "code_version"]
 
 
@@ -36,6 +38,7 @@ def provenance() -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
+        "thread_policy": current_choice(),  # how the count was chosen (ensemblekit.threads)
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "time": _dt.datetime.now().isoformat(timespec="seconds"),
     }
