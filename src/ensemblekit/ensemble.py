@@ -57,6 +57,10 @@ def parse_state_key(key: str) -> tuple[int, str, str]:
     return int(head[1:]), kind, name
 
 
+INFERENCE_ACTIVATION_BYTES = 256 * 2**20
+"""Activation memory that :meth:`Ensemble.predict_proba` lets one chunk of members use."""
+
+
 def member_loop(template: nn.Module, device: torch.device) -> bool:
     """Whether members run one after another (each a dense forward pass on views of the
     stacked tensors) instead of as one stacked pass.
@@ -192,6 +196,7 @@ class Ensemble:
         if len(self.members_info) != n:
             raise ConfigError(f"members_info has {len(self.members_info)} entries for {n} members")
         self.training = False
+        self._activation_bytes: dict[tuple[Any, ...], int] = {}
         self.train(False)
 
     # ----------------------------------------------------------------- construction
@@ -347,23 +352,51 @@ class Ensemble:
     forward = __call__
 
     @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
-        """Per-member class probabilities ``(M, N, C)`` in eval mode (average over axis 0 for the ensemble)."""
+    def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024, member_chunk: int | str | None = "auto") -> torch.Tensor:
+        """Per-member class probabilities ``(M, N, C)`` in eval mode (average over axis 0 for the ensemble).
+
+        ``member_chunk`` members run at a time (stacked); ``"auto"`` keeps their
+        activations under :data:`INFERENCE_ACTIVATION_BYTES`, so the peak memory of a
+        72-member ensemble is that of a few members; ``None`` runs all at once.
+        """
         was_training = self.training
         self.eval()
         try:
             chunks = []
             if isinstance(x, Split):
                 for xb, _ in x.batches(batch_size, device=self.device):
-                    chunks.append(self(xb).float().softmax(-1))
+                    chunks.append(self.logits(xb, member_chunk).float().softmax(-1))
             else:
                 if not isinstance(x, torch.Tensor):
                     raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
                 for start in range(0, x.shape[0], batch_size):
-                    chunks.append(self(x[start : start + batch_size].to(self.device)).float().softmax(-1))
+                    chunks.append(self.logits(x[start : start + batch_size].to(self.device), member_chunk).float().softmax(-1))
             return torch.cat(chunks, dim=1)
         finally:
             self.train(was_training)
+
+    def logits(self, x: torch.Tensor, member_chunk: int | str | None = "auto") -> torch.Tensor:
+        """Logits ``(M, B, C)`` computed ``member_chunk`` members at a time (see :meth:`predict_proba`)."""
+        chunk = self.inference_chunk(x) if member_chunk == "auto" else member_chunk
+        if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+            raise ConfigError(f"member_chunk must be an integer >= 1, 'auto' or None, got {member_chunk!r}")
+        m = self.num_members
+        if chunk is None or chunk >= m:
+            return self(x)
+        return torch.cat([self(x, members=slice(a, min(a + chunk, m))) for a in range(0, m, chunk)])
+
+    @torch.no_grad()
+    def inference_chunk(self, x: torch.Tensor) -> int:
+        """How many members to run at once on the batch ``x`` in inference: as many as keep
+        about ``3 x (largest layer output)`` per member and example within
+        :data:`INFERENCE_ACTIVATION_BYTES` (measured once per input shape on member 0 of
+        every group; at least one member)."""
+        key = (tuple(x.shape[1:]), x.dtype)
+        per = self._activation_bytes.get(key)
+        if per is None:
+            per = max(_largest_output_bytes(g, x[:1]) for g in self.groups)
+            self._activation_bytes[key] = per
+        return max(1, int(INFERENCE_ACTIVATION_BYTES // max(3 * per * x.shape[0], 1)))
 
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         """The ensemble's predictive distribution ``(N, C)``: the mean of member probabilities."""
@@ -493,6 +526,28 @@ class Ensemble:
     def __repr__(self) -> str:
         kinds = ", ".join(f"{g.num_members} x {g.spec['name'] if g.spec and 'name' in g.spec else type(g.template).__name__}" for g in self.groups)
         return f"Ensemble({kinds})"
+
+
+@torch.no_grad()
+def _largest_output_bytes(group: MemberGroup, x1: torch.Tensor) -> int:
+    """Bytes of the largest output of any layer of ``group``'s member 0 on one example."""
+    largest = [x1.numel() * x1.element_size()]
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            largest.append(output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in group.template.modules()]
+    try:
+        state = group.member_state(0)
+        params = {k: state[k] for k in group.params}
+        buffers = {k: state[k] for k in group.buffers}
+        dev = next(iter(group.params.values())).device
+        group._call(params, buffers, x1.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+    return max(largest)
 
 
 def _template(path: str, gi: int, spec: Any, factory: Callable[[], nn.Module] | None, trust: bool) -> nn.Module:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..data.dataset import Data, Split
+from ..ensemble import Ensemble
 from ..errors import ConfigError
 from .config import MNIST1D_GENERATOR, EvaluationConfig, as_evaluation, evaluation_hash
 
@@ -30,10 +31,13 @@ def _one_pass(pred: Any, x: torch.Tensor | Split, batch_size: int) -> Outputs:
     was = bool(getattr(pred, "training", False))
     pred.eval()
     try:
+        # an Ensemble runs its members in chunks (Ensemble.logits): the peak memory of a
+        # 72-member FGE is that of a few members
+        fwd = pred.logits if isinstance(pred, Ensemble) else pred
         if isinstance(x, Split):
-            chunks = [pred(xb).float() for xb, _ in x.batches(batch_size, device=pred.device)]
+            chunks = [fwd(xb).float() for xb, _ in x.batches(batch_size, device=pred.device)]
         else:
-            chunks = [pred(x[i:i + batch_size].to(pred.device)).float() for i in range(0, x.shape[0], batch_size)]
+            chunks = [fwd(x[i:i + batch_size].to(pred.device)).float() for i in range(0, x.shape[0], batch_size)]
     finally:
         pred.train(was)
     z = torch.cat(chunks, dim=1).cpu()
