@@ -181,9 +181,10 @@ def test_prediction_in_member_chunks_equals_one_pass(monkeypatch):
     # the automatic size follows the activation budget: 3 x the largest layer output
     # (cnn1d: 32 channels x 19 positions x 4 bytes) per member and example
     per = 3 * 32 * 19 * 4
-    monkeypatch.setattr(ens_mod, "INFERENCE_ACTIVATION_BYTES", per * 50 * 2)
+    assert ens.inference_chunk(x) == int(4 * 2**20 // (per * 50))  # the CPU budget: 4 MiB
+    monkeypatch.setitem(ens_mod.INFERENCE_ACTIVATION_BYTES, "cpu", per * 50 * 2)
     assert ens.inference_chunk(x) == 2
-    monkeypatch.setattr(ens_mod, "INFERENCE_ACTIVATION_BYTES", 1)
+    monkeypatch.setitem(ens_mod.INFERENCE_ACTIVATION_BYTES, "cpu", 1)
     assert ens.inference_chunk(x) == 1
     calls = []
     real = Ensemble.__call__
