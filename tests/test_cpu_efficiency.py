@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -69,19 +66,6 @@ def test_busy_cpus_from_proc_stat(tmp_path, monkeypatch):
     assert threads.busy_cpus({0, 1}, path=str(tmp_path / "missing")) is None
 
 
-def test_import_sets_passive_wait_policy_unless_user_chose():
-    code = "import os, ensemblekit; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "ENSEMBLEKIT_NO_PASSIVE_WAIT")}
-    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True).stdout.strip()
-    assert run({}) == "PASSIVE"
-    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
-    assert run({"ENSEMBLEKIT_NO_PASSIVE_WAIT": "1"}) == "None"
-    # torch imported first: too late for OpenMP, so ensemblekit leaves the variable alone
-    code_late = "import os, torch, ensemblekit; print(os.environ.get('OMP_WAIT_POLICY'))"
-    late = subprocess.run([sys.executable, "-c", code_late], env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert late == "None"
-
-
 def _tiny_train(tmp_path, name: str) -> dict:
     cfg = {"data": "digits", "model": {"name": "mlp", "kwargs": {"hidden": [16]}}, "method": {"name": "independent", "members": 2},
            "train": {"epochs": 1, "batch_size": 100}, "out": str(tmp_path)}
@@ -94,14 +78,14 @@ def test_cli_records_the_automatic_choice(cli, tmp_path, monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.delenv("ENSEMBLEKIT_THREADS", raising=False)
     monkeypatch.setattr(threads, "_choice", None)
-    monkeypatch.setattr(threads, "measure", lambda window_s=0.2: threads.ThreadChoice(1, "auto", 2, 1.0, "PASSIVE"))
+    monkeypatch.setattr(threads, "measure", lambda window_s=0.2: threads.ThreadChoice(1, "auto", 2, 1.0, None))
     try:
         run = _tiny_train(tmp_path, "auto")
         assert cli("train", run["config"], "--run-dir", run["run_dir"]) == 0
         assert torch.get_num_threads() == 1
         prov = json.loads(run["results"].read_text())["provenance"]
         assert prov["threads"] == 1
-        assert prov["thread_policy"] == {"threads": 1, "source": "auto", "cores": 2, "busy": 1.0, "omp_wait_policy": "PASSIVE"}
+        assert prov["thread_policy"] == {"threads": 1, "source": "auto", "cores": 2, "busy": 1.0, "omp_wait_policy": None}
         monkeypatch.setenv("ENSEMBLEKIT_THREADS", "2")
         run = _tiny_train(tmp_path, "env")
         assert cli("train", run["config"], "--run-dir", run["run_dir"]) == 0

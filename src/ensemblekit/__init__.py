@@ -11,10 +11,6 @@ Example:
 
 from __future__ import annotations
 
-from . import threads as _threads
-
-_threads.prepare_openmp()  # before anything imports torch: OpenMP reads it once, at load
-
 from .data import Data, Split, from_arrays, from_loaders, list_datasets, load_dataset, load_npz, register_dataset
 from .ensemble import Ensemble
 from .evaluation import EvaluationConfig, evaluate_uncertainty, prepare_data

@@ -1,53 +1,36 @@
 """How many CPU threads torch uses: the cores this process may use, minus those busy now.
 
 torch's default is one thread per core the machine has. That is right on an idle machine
-and badly wrong on a shared one: with OpenMP's default wait policy every parallel region
-ends in a barrier where threads spin, so when another process holds one core the thread
-scheduled there arrives late and the others spin for it. On 2 cores with one kept busy
-by an unrelated process, training 5 cnn1d members ran 3-4x slower with torch's default
-than with one thread (``benchmarks/threads.py`` measures it). ensemblekit therefore
-
-1. sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (idle threads sleep instead
-   of spinning; :func:`prepare_openmp`, run by ``import ensemblekit``; an
-   ``OMP_WAIT_POLICY`` the user set is kept, ``ENSEMBLEKIT_NO_PASSIVE_WAIT=1`` leaves it
-   unset), and
-2. on the command line, chooses the thread count from the cores it may use (CPU
-   affinity, the cgroup CPU quota) minus the cores other processes keep busy when it
-   starts (:func:`choose_threads`, a pure function, and :func:`measure`).
+and badly wrong on a shared one: OpenMP threads wait for each other at the end of every
+parallel region, so when another process holds one core the thread scheduled there
+arrives late and every region waits for it. On 2 cores with one kept busy by an
+unrelated process, training 5 cnn1d members ran 3.6x slower with torch's default than
+with one thread (``benchmarks/threads.py`` measures it). So the command line chooses the
+thread count from the cores it may use (CPU affinity, the cgroup CPU quota) minus the
+cores other processes keep busy when it starts (:func:`choose_threads`, a pure function,
+and :func:`measure`).
 
 ``--threads N`` / ``ENSEMBLEKIT_THREADS=N`` override the choice; it is recorded in every
 ``results.json`` (``provenance.thread_policy``). Busy cores are measured from
 ``/proc/stat`` over a short window rather than the load average, which lags by minutes
 (right after one run ends, the next would see a busy machine that is idle).
+
+OpenMP's passive wait policy (``OMP_WAIT_POLICY=PASSIVE``: idle threads sleep instead of
+spinning) was measured too and is *not* set: next to a busy core it rescues two threads
+but one thread is as fast, and on a quiet machine it made training 30-45% slower
+(docs/cpu.md). Set it yourself before starting Python if it helps your workload; the
+value in force is recorded with the thread count.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["ThreadChoice", "choose_threads", "configure_threads", "current_choice", "measure", "prepare_openmp",
-           "cgroup_cpu_quota", "busy_cpus"]
-
-_PASSIVE_SET_BY_US = False
-
-
-def prepare_openmp() -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless torch is already imported or the user chose.
-
-    OpenMP reads the variable once, when its runtime is loaded (by ``import torch``), so
-    this must run first; ``ensemblekit/__init__.py`` calls it before anything imports torch.
-    """
-    global _PASSIVE_SET_BY_US
-    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ or os.environ.get("ENSEMBLEKIT_NO_PASSIVE_WAIT"):
-        return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    _PASSIVE_SET_BY_US = True
-
+__all__ = ["ThreadChoice", "choose_threads", "configure_threads", "current_choice", "measure", "cgroup_cpu_quota", "busy_cpus"]
 
 @dataclass(frozen=True)
 class ThreadChoice:
