@@ -51,7 +51,8 @@ def test_a_full_disk_is_one_line_and_the_last_good_checkpoint_stays(cli, tmp_pat
 
 def test_ctrl_c_says_how_to_continue(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({**RUN, "train": {**RUN["train"], "epochs": 200}, "out": str(tmp_path / "runs")}))
+    # far more epochs than the test waits for: the run must still be training when Ctrl-C comes
+    cfg.write_text(yaml.safe_dump({**RUN, "train": {**RUN["train"], "epochs": 5000}, "out": str(tmp_path / "runs")}))
     proc = subprocess.Popen([sys.executable, "-m", "ensemblekit", "train", str(cfg), "--run-dir", str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log = tmp_path / "run" / "metrics.jsonl"
@@ -59,6 +60,7 @@ def test_ctrl_c_says_how_to_continue(tmp_path):
     # epoch k's line is logged just before its checkpoint is written: three lines mean epoch 2's checkpoint exists
     while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 3):
         time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before Ctrl-C (code {proc.returncode}): {proc.communicate()[1][-2000:]}"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
