@@ -53,16 +53,24 @@ def test_ctrl_c_says_how_to_continue(tmp_path):
     cfg = tmp_path / "c.yaml"
     # far more epochs than the test waits for: the run must still be training when Ctrl-C comes
     cfg.write_text(yaml.safe_dump({**RUN, "train": {**RUN["train"], "epochs": 5000}, "out": str(tmp_path / "runs")}))
+    # SIGINT as a terminal delivers it: a suite started in the background of a
+    # non-interactive shell ignores SIGINT, and its children would inherit that
     proc = subprocess.Popen([sys.executable, "-m", "ensemblekit", "train", str(cfg), "--run-dir", str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    # epoch k's line is logged just before its checkpoint is written: three lines mean epoch 2's checkpoint exists
-    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 3):
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before Ctrl-C (code {proc.returncode}): {proc.communicate()[1][-2000:]}"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        log = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.time() + 120
+        # epoch k's line is logged just before its checkpoint is written: three lines mean epoch 2's checkpoint exists
+        while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 3):
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before Ctrl-C (code {proc.returncode}): {proc.communicate()[1][-2000:]}"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     assert RunDir(tmp_path / "run").load_checkpoint("train")["epoch"] >= 2
