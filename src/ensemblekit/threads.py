@@ -4,8 +4,8 @@ torch's default is one thread per core the machine has. That is right on an idle
 and badly wrong on a shared one: OpenMP threads wait for each other at the end of every
 parallel region, so when another process holds one core the thread scheduled there
 arrives late and every region waits for it. On 2 cores with one kept busy by an
-unrelated process, training 5 cnn1d members ran 3.6x slower with torch's default than
-with one thread (``benchmarks/threads.py`` measures it). So the command line chooses the
+unrelated process, training took 3.0x (5 cnn1d members) to 3.8x (one) the
+time of one thread with torch's default (``benchmarks/threads.py`` measures it). So the command line chooses the
 thread count from the cores it may use (CPU affinity, the cgroup CPU quota) minus the
 cores other processes keep busy when it starts (:func:`choose_threads`, a pure function,
 and :func:`measure`).
