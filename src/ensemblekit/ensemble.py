@@ -544,11 +544,8 @@ def _largest_output_bytes(group: MemberGroup, x1: torch.Tensor) -> int:
 
     handles = [m.register_forward_hook(hook) for m in group.template.modules()]
     try:
-        state = group.member_state(0)
-        params = {k: state[k] for k in group.params}
-        buffers = {k: state[k] for k in group.buffers}
         dev = next(iter(group.params.values())).device
-        group._call(params, buffers, x1.to(dev))
+        group._call({k: v[0] for k, v in group.params.items()}, {k: v[0] for k, v in group.buffers.items()}, x1.to(dev))
     finally:
         for h in handles:
             h.remove()
