@@ -23,6 +23,9 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: key.sub=value (YAML value). Repeatable.")
+AcceptCodeOpt = typer.Option(False, "--accept-code-change",
+                             help="Keep finished work of the same config that other code computed (an upgrade, a new torch); "
+                                  "recorded in its spec.json, and the report names those rows (default: refuse).")
 RunDirOpt = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it.")
 
 

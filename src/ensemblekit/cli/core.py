@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 
 from ..errors import ConfigError
-from .app import SetOpt, app, console, err_console, table as _table, with_backend_options
+from .app import AcceptCodeOpt, SetOpt, app, console, err_console, table as _table, with_backend_options
 
 @app.command("list")
 def list_cmd() -> None:
@@ -176,7 +176,8 @@ def compare(
     config: str = typer.Argument(..., help="YAML config with data, model, train, budgets, seeds, methods."),
     set_: Optional[List[str]] = SetOpt,
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default: the config's `out`)."),
-    force: bool = typer.Option(False, "--force", help="Retrain the cells of --out that were trained under another config (default: refuse)."),
+    force: bool = typer.Option(False, "--force", help="Retrain the cells of --out that were trained under another config or code (default: refuse)."),
+    accept_code_change: bool = AcceptCodeOpt,
     backend_for: Any = None,
 ) -> None:
     """Compare methods x budgets x seeds: results.json, results.md (mean ± std tables) and plots.
@@ -210,7 +211,7 @@ def compare(
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 
-    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner, force=force)
+    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner, force=force, accept_code_change=accept_code_change)
     console.print(result.markdown, markup=False, highlight=False)
     if result.failed:
         raise typer.Exit(1)

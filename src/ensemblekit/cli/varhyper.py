@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from .app import RunDirOpt, SetOpt, app, console, open_experiment, table, with_backend_options
+from .app import AcceptCodeOpt, RunDirOpt, SetOpt, app, console, open_experiment, table, with_backend_options
 
 
 @app.command()
@@ -15,14 +15,15 @@ def varhyper(
     config: str = typer.Argument(..., help="YAML config (see configs/varhyper_digits.yaml)."),
     set_: Optional[List[str]] = SetOpt,
     run_dir: Optional[str] = RunDirOpt,
-    force: bool = typer.Option(False, "--force", help="Retrain the units of the run directory trained under another config (default: refuse)."),
+    force: bool = typer.Option(False, "--force", help="Retrain the units of the run directory trained under another config or code (default: refuse)."),
+    accept_code_change: bool = AcceptCodeOpt,
     backend_for: Any = None,
 ) -> None:
     """Train hypernetworks over lambda and separate variational / L2 nets per lambda; prune; tables and plots."""
     from ..experiments.varhyper import VarHyperConfig, run_varhyper
 
     cfg, target, data = open_experiment(config, set_, VarHyperConfig, run_dir)
-    results = run_varhyper(cfg, target, data=data, backend=backend_for(cfg.backend), force=force)
+    results = run_varhyper(cfg, target, data=data, backend=backend_for(cfg.backend), force=force, accept_code_change=accept_code_change)
     shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.8)] or [0]
     rows = []
     for kind, s in results["summary"].items():

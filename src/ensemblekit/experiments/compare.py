@@ -22,6 +22,7 @@ import yaml
 
 from pydantic import ValidationError
 
+from .. import hashing
 from ..config import CompareConfig, DataConfig, MethodConfig
 from ..errors import ConfigError, EnsembleKitError
 from ..methods.base import format_validation_error
@@ -31,7 +32,7 @@ from ..report.tables import comparison_markdown, grid, mean_std
 from ..serialization import atomic_write_text, write_json
 from ..training.config import TrainConfig
 from .backends import Backend, LocalBackend, Outcome
-from .provenance import code_version
+from .provenance import code_note, code_version
 from .results import record_result
 from .run import build_method
 from .units import UnitBusyError, claim, finished_row, unit_hash, wait_for
@@ -132,18 +133,20 @@ def _flops_allocation(spec: Mapping[str, Any], method: Any, kwargs: dict[str, An
     return out, "flops"
 
 
-def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None, force: bool = False) -> dict[str, Any]:
+def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None, force: bool = False,
+             accept_code_change: bool = False) -> dict[str, Any]:
     """Train and evaluate one cell into ``cell_dir`` (resuming from its checkpoints); returns its row.
 
     The cell is keyed by the hash of its resolved spec and the data (:mod:`~ensemblekit.experiments.units`):
     a finished cell is reused only under the same hash, a cell trained under another spec is
-    refused (``force``: retrained), and a cell another process is training raises
+    refused (``force``: retrained), a cell computed by other code is refused unless ``force``
+    (recomputed) or ``accept_code_change`` (kept, recorded), and a cell another process is training raises
     :class:`~ensemblekit.experiments.units.UnitBusyError`.
     """
     method_cfg = MethodConfig(**spec["method"])
     data = data if data is not None else cell_data(spec)
     digest = train_hash(spec, data)
-    done = finished_row(cell_dir, digest, force=force)
+    done = finished_row(cell_dir, digest, force=force, accept_code_change=accept_code_change)
     if done is not None:
         return done if "skipped" in done or _evaluated_as(done, spec) else _reevaluate(spec, cell_dir, done, data, digest)
     with claim(cell_dir, digest, spec):
@@ -186,9 +189,11 @@ def _reevaluate(spec: Mapping[str, Any], cell_dir: str, row: dict[str, Any], dat
     return row
 
 
-def compare_cell(spec: Mapping[str, Any], *, out_dir: str, data: Data | None = None, force: bool = False) -> dict[str, Any]:
+def compare_cell(spec: Mapping[str, Any], *, out_dir: str, data: Data | None = None, force: bool = False,
+                 accept_code_change: bool = False) -> dict[str, Any]:
     """The unit of work of a comparison: one cell, trained into ``<out_dir>/cells/<key>`` (sharing ``<out_dir>/cache``)."""
-    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data, cache_dir=os.path.join(out_dir, "cache"), force=force)
+    return run_cell(spec, os.path.join(out_dir, "cells", spec["key"]), data, cache_dir=os.path.join(out_dir, "cache"), force=force,
+                    accept_code_change=accept_code_change)
 
 
 def _row(spec: Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
@@ -224,12 +229,16 @@ def run_compare(
     on_done: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None,
     backend: Backend | None = None,
     force: bool = False,
+    accept_code_change: bool = False,
 ) -> Comparison:
     """Run every cell (skipping finished ones), then write ``results.json``, ``results.md`` and plots.
 
     Cells run on ``backend`` (default: one after another in this process). Before anything
     runs, every cell folder that holds work of another spec (a changed config into the same
-    ``out_dir``) makes the call refuse, unless ``force`` (those cells are retrained). A cell
+    ``out_dir``) or computed by other code (an upgrade, a new torch) makes the call refuse,
+    unless ``force`` (those cells are retrained) or, for a code change only,
+    ``accept_code_change`` (their rows are kept, the acceptance recorded, and ``results.md``
+    names the rows other code computed). A cell
     that another process is training is waited for and its row taken, so two commands on one
     ``out_dir`` share the cells instead of training them twice.
 
@@ -247,11 +256,11 @@ def run_compare(
     check_cells(specs, data)
     if not force:
         for spec in specs:  # refuse before anything is trained or written
-            finished_row(os.path.join(out_dir, "cells", spec["key"]), train_hash(spec, data))
+            finished_row(os.path.join(out_dir, "cells", spec["key"]), train_hash(spec, data), accept_code_change=accept_code_change)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     backend = backend or LocalBackend()
-    context = {"out_dir": out_dir, "data": data, "force": force}
+    context = {"out_dir": out_dir, "data": data, "force": force, "accept_code_change": accept_code_change}
     busy: list[int] = []
 
     def done(spec: Mapping[str, Any], outcome: Outcome) -> None:
@@ -288,8 +297,11 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     failed = [r for r in rows if "failed" in r]
     if failed:
         md += "\n\n## Failed cells\n\n" + "\n".join(f"- {r['method']} {r['budget']}B seed {r['seed']}: {r['failed']}" for r in failed) + "\n"
+    note = code_note(rows)
+    if note:
+        md += "\n" + note
     version = code_version()
-    md += f"\n_Produced by ensemblekit {version['ensemblekit']} (commit {version['commit']})._\n"
+    md += f"\n_Produced by ensemblekit {version['ensemblekit']} (commit {version['commit']}, code {hashing.code_fingerprint()})._\n"
     atomic_write_text(os.path.join(out_dir, "results.md"), md)
     if ok:
         g = grid(ok, lambda r: 100.0 * (1.0 - r["test"]["accuracy"]))

@@ -33,6 +33,7 @@ from ..serialization import atomic_write_text, write_json
 from ..training.config import StrictModel, TrainConfig
 from .backends import Backend, get_backend
 from .results import record_result
+from .provenance import code_note
 from .units import claim, finished_row, unit_hash
 
 __all__ = ["NesConfig", "NES_METHODS", "nes_method", "run_nes", "summarize"]
@@ -106,13 +107,15 @@ def _unit(cfg: NesConfig, name: str, seed: int, data: Data) -> tuple[Any, dict[s
     return method, spec, unit_hash(spec, data.digest())
 
 
-def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None, force: bool = False) -> dict[str, Any]:
+def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None, force: bool = False,
+            accept_code_change: bool = False) -> dict[str, Any]:
     """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
 
     ``backend``: an execution backend for the candidates (default: ``get_backend(cfg.backend)``).
     Running the same command again reuses every finished method (its ``results.json``) whose
     spec is unchanged; a method folder of another spec makes the call refuse before anything
-    runs, unless ``force`` (it is retrained).
+    runs, unless ``force`` (it is retrained); one computed by other code likewise, unless
+    ``force`` or ``accept_code_change`` (kept, recorded, and named in ``nes.md``).
 
     Returns:
         ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s, auc}}}``.
@@ -121,21 +124,22 @@ def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Bac
     folders = {(s, n): os.path.join(run_dir, f"seed{s}", n) for s in cfg.seeds for n in cfg.methods}
     if not force:
         for (seed, name), folder in folders.items():
-            finished_row(folder, _unit(cfg, name, seed, data)[2])
+            finished_row(folder, _unit(cfg, name, seed, data)[2], accept_code_change=accept_code_change)
     backend = backend if backend is not None else get_backend(cfg.backend)
     cache = os.path.join(run_dir, "cache")
-    runs = []
+    runs, rows = [], []
     for seed in cfg.seeds:
         results: dict[str, dict[str, Any]] = {}
         info: dict[str, Any] = {}
         for name in cfg.methods:
             folder = folders[(seed, name)]
             method, spec, digest = _unit(cfg, name, seed, data)
-            row = finished_row(folder, digest, force=force)
+            row = finished_row(folder, digest, force=force, accept_code_change=accept_code_change)
             if row is None:
                 with claim(folder, digest, spec):
                     method.fit(data, run_dir=folder, cache_dir=cache, backend=backend)
                     row = record_result(method, data, folder, plots=False, report=False, extra={"spec_hash": digest})
+            rows.append(row)
             results[name] = _result(row)
             if name == "edgenes":
                 d = row["details"]
@@ -150,6 +154,8 @@ def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Bac
     from ..report.nes_plots import nes_markdown, write_nes_plots
 
     md = nes_markdown(summary, runs)
+    note = code_note(rows)
+    md += f"\n{note}" if note else ""
     atomic_write_text(os.path.join(run_dir, "nes.md"), md)
     write_nes_plots(runs, summary, run_dir)
     from .curve import _html

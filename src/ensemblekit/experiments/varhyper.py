@@ -29,6 +29,7 @@ from ..varhyper.prune import DEFAULT_FRACTIONS
 from ..varhyper.settings import FamilySettings
 from .backends import Backend, get_backend
 from .results import record_result
+from .provenance import code_note
 from .units import claim, finished_row, unit_hash
 
 __all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit", "varhyper_method"]
@@ -76,20 +77,21 @@ def _digest(spec: Mapping[str, Any], data: Data) -> tuple[Any, dict[str, Any], s
     return method, unit, unit_hash(unit, data.digest())
 
 
-def varhyper_unit(spec: Mapping[str, Any], data: Data, force: bool = False) -> dict[str, Any]:
+def varhyper_unit(spec: Mapping[str, Any], data: Data, force: bool = False, accept_code_change: bool = False) -> dict[str, Any]:
     """Train one kind for one seed (resuming from ``spec['dir']``), record it; returns the unit's summary row.
 
     Keyed by the hash of the method it trains (:mod:`~ensemblekit.experiments.units`)."""
     kind, seed = spec["kind"], int(spec["seed"])
     method, unit, digest = _digest(spec, data)
-    row = finished_row(spec["dir"], digest, force=force)
+    row = finished_row(spec["dir"], digest, force=force, accept_code_change=accept_code_change)
     if row is None:
         with claim(spec["dir"], digest, unit):
             method.fit(data, run_dir=spec["dir"])
             row = record_result(method, data, spec["dir"], label=kind, plots=False, report=False, extra={"spec_hash": digest})
     d = row["details"]
     return {"kind": kind, "seed": seed, "acc": d["accuracy"], "kl": d["kl"], "train_s": row["wall_s"],
-            "train_flops": row["cost"]["train_flops"], "parameters": row["cost"]["parameters"]}
+            "train_flops": row["cost"]["train_flops"], "parameters": row["cost"]["parameters"],
+            "provenance": {"code": (row.get("provenance") or {}).get("code", "unrecorded")}, "code_accepted": row.get("code_accepted")}
 
 
 def _summary(rows: list[dict[str, Any]], cfg: VarHyperConfig) -> dict[str, Any]:
@@ -118,12 +120,13 @@ def _markdown(summary: Mapping[str, Any], cfg: VarHyperConfig, data_name: str) -
 
 
 def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Backend | None = None,
-                 force: bool = False) -> dict[str, Any]:
+                 force: bool = False, accept_code_change: bool = False) -> dict[str, Any]:
     """Train every form and baseline for every seed, evaluate, write ``varhyper.{json,md}`` and plots.
 
     ``backend``: an execution backend for the units (default: ``get_backend(cfg.backend)``).
     A unit folder holding work of another spec makes the call refuse before anything runs,
-    unless ``force`` (it is retrained)."""
+    unless ``force`` (it is retrained); one computed by other code likewise, unless ``force``
+    or ``accept_code_change`` (kept and recorded)."""
     data = data if data is not None else cfg.data.load()
     resolved = cfg.model_dump(mode="json")
     kinds = [f"hyper_{f}" for f in cfg.forms] + list(cfg.baselines)
@@ -131,17 +134,19 @@ def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None,
              for s in cfg.seeds for k in kinds]
     if not force:
         for spec in specs:
-            finished_row(spec["dir"], _digest(spec, data)[2])
+            finished_row(spec["dir"], _digest(spec, data)[2], accept_code_change=accept_code_change)
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_text(os.path.join(run_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
     backend = backend if backend is not None else get_backend(cfg.backend)
-    outcomes = backend.map(varhyper_unit, specs, context={"data": data, "force": force})
+    outcomes = backend.map(varhyper_unit, specs, context={"data": data, "force": force, "accept_code_change": accept_code_change})
     failed = [f"{o.key}: {o.error}" for o in outcomes if not o.ok]
     rows = [o.value for o in outcomes if o.ok and o.value is not None]
     summary = _summary(rows, cfg)
     results = {"data": data.name, "lambdas": cfg.lambdas, "fractions": cfg.fractions, "summary": summary, "rows": rows, "failed": failed}
     write_json(os.path.join(run_dir, "varhyper.json"), results)
     md = _markdown(summary, cfg, data.name)
+    note = code_note(rows)
+    md += f"\n{note}" if note else ""
     atomic_write_text(os.path.join(run_dir, "varhyper.md"), md)
     if plots and summary:
         from ..report.varhyper_plots import write_varhyper_plots

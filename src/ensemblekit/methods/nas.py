@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError
 from ..data.dataset import Data
 from ..ensemble import Ensemble
 from ..errors import ConfigError, TrainingError
-from ..hashing import spec_hash
+from ..hashing import code_fingerprint, spec_hash
 from ..models.registry import ModelFactory
 from ..nas.candidates import candidate_probs, candidate_spec, load_candidate, train_candidate
 from ..nas.genotype import Genotype
@@ -106,14 +106,14 @@ class NasMethod(Method):
     def _search(self, data: Data, cache: str, seed: int, stage: str = "search") -> tuple[SearchResult, Any]:
         """A first-order DARTS search (cached by config, seed and data); its cost is recorded as ``stage``."""
         cfg = self.search_config()
-        folder = os.path.join(cache, "search-" + spec_hash({"search": cfg.model_dump(), "seed": int(seed), "data": data.digest()}))
+        folder = os.path.join(cache, "search-" + spec_hash({"search": cfg.model_dump(), "seed": int(seed), "data": data.digest(), "code": code_fingerprint()}))
         star, net = darts_search(data, cfg, seed, folder)
         self._record_stage(stage, {"seconds": star.seconds, "flops": star.flops})
         return star, net
 
     def _hypernet(self, net: Any, data: Data, star: SearchResult, hyper: HyperConfig, cache: str) -> HypernetResult:
         cfg = self.search_config()
-        key = spec_hash({"search": cfg.model_dump(), "hyper": hyper.model_dump(), "seed": int(self.seed), "data": data.digest()})
+        key = spec_hash({"search": cfg.model_dump(), "hyper": hyper.model_dump(), "seed": int(self.seed), "data": data.digest(), "code": code_fingerprint()})
         result = train_hypernet(net, data, star, cfg, hyper, self.seed, os.path.join(cache, "hypernet-" + key))
         self._record_stage("hypernet", {"seconds": result.seconds, "flops": result.flops}, [{"stage": "hypernet", **h} for h in result.history])
         return result

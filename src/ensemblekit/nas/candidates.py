@@ -17,7 +17,7 @@ import torch
 
 from ..data.dataset import Data
 from ..ensemble import Ensemble
-from ..hashing import spec_hash
+from ..hashing import code_fingerprint, spec_hash
 from ..models.registry import model_factory
 from ..serialization import load_tensors, read_json, save_tensors, write_json
 from ..training.checkpoint import RunDir
@@ -33,7 +33,7 @@ def candidate_spec(genotype: Genotype, *, seed: int, channels: int, layers: int,
     """The JSON-able spec of one candidate; ``key`` is the hash of everything that shapes its result."""
     body = {"genotype": genotype.to_json(), "seed": int(seed), "channels": int(channels), "layers": int(layers), "data": data.digest()}
     shaping = {k: v for k, v in train.items() if k != "progress"}  # how training is shown does not change it
-    return {"key": "cand-" + spec_hash({**body, "train": shaping}), **body, "train": dict(train)}
+    return {"key": "cand-" + spec_hash({**body, "train": shaping, "code": code_fingerprint()}), **body, "train": dict(train)}
 
 
 def _model_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
