@@ -127,3 +127,48 @@ def test_cifar_needs_torchvision_or_its_files(tmp_path):
     else:  # pragma: no cover - only where torchvision is installed
         with pytest.raises(DataError, match="no dataset files"):
             ek.load_dataset("cifar100", root=str(tmp_path))
+
+
+class _Listed(torch.utils.data.Dataset):
+    """A dataset that is not a TensorDataset: its contents cannot be hashed without reading it."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def _loaders(x, y, dataset=torch.utils.data.TensorDataset):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset(x, y), batch_size=16), DataLoader(dataset(x, y), batch_size=16)
+
+
+def test_loader_data_is_hashed_by_its_tensors_or_keyed_by_name_never_by_its_size(tmp_path):
+    from ensemblekit.data.registry import from_loaders
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.arange(64) % 3
+    same_size = torch.randn(64, 5, generator=g)
+    a, b = from_loaders(*_loaders(x, y), num_classes=3), from_loaders(*_loaders(same_size, y), num_classes=3)
+    assert a.digest() != b.digest()  # TensorDataset loaders: their tensors are hashed
+    assert a.digest() == from_loaders(*_loaders(x.clone(), y.clone()), num_classes=3).digest()
+    listed = from_loaders(*_loaders(x, y, _Listed), num_classes=3)
+    with pytest.raises(DataError, match="train split is a DataLoader over _Listed.*name the data"):
+        listed.digest()
+    k1 = from_loaders(*_loaders(x, y, _Listed), num_classes=3, key="v1")
+    k2 = from_loaders(*_loaders(same_size, y, _Listed), num_classes=3, key="v2")
+    assert k1.digest() != k2.digest() and k1.describe()["key"] == "v1"
+    # a comparison over unhashable data refuses before anything is written
+    from ensemblekit.config import CompareConfig
+    from ensemblekit.experiments.compare import run_compare
+
+    cfg = CompareConfig(data="digits", model={"name": "mlp", "kwargs": {"hidden": [4]}}, budgets=[1], seeds=[0],
+                        train={"epochs": 1, "progress": False}, methods=[{"name": "independent"}])
+    with pytest.raises(DataError, match="name the data"):
+        run_compare(cfg, str(tmp_path / "cmp"), data=listed)
+    assert not (tmp_path / "cmp").exists()

@@ -73,6 +73,9 @@ class Data:
         info: JSON-able provenance (generator arguments, file path, ...).
         held_out: test examples of classes removed from every split (with their original
             labels), the out-of-distribution set of :func:`ensemblekit.data.ood.hold_out_classes`.
+        key: a name for data whose contents cannot be hashed (a DataLoader over a dataset
+            that is not a ``TensorDataset``): cached results (compare cells, presets' units)
+            are keyed by it; change it whenever the data changes.
     """
 
     train: Split
@@ -84,23 +87,26 @@ class Data:
     split_seed: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     held_out: Split | None = None
+    key: str | None = None
     _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def digest(self) -> str:
         """A hash of the splits' contents (features, labels, class count): results computed
-        from this data are reused only for data with the same digest. A split given as a
-        DataLoader is hashed by its size only (it is not read)."""
-        if self._digest is None:
-            from ..hashing import spec_hash, tensor_digest
+        from this data are reused only for data with the same digest.
 
-            parts = [self.num_classes, list(self.input_shape)]
-            for split in (self.train, self.val, self.test):
-                if split is None:
-                    parts.append(None)
-                elif split.in_memory:
-                    parts.append(tensor_digest(split.x, split.y))
-                else:
-                    parts.append(f"loader:{len(split)}")
+        A split given as a DataLoader over a ``TensorDataset`` is hashed by its tensors and the
+        loader's batching (batch size, sampler, ``drop_last``); any other loader cannot be
+        hashed without reading it, so it is keyed by :attr:`key`.
+
+        Raises:
+            DataError: a split is a DataLoader that cannot be hashed and no ``key`` names the data.
+        """
+        if self._digest is None:
+            from ..hashing import spec_hash
+
+            parts: list[Any] = [self.num_classes, list(self.input_shape), self.key]
+            for name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+                parts.append(None if split is None else _split_digest(split, name, self.key))
             self._digest = spec_hash(parts)
         return self._digest
 
@@ -111,12 +117,33 @@ class Data:
             "input_shape": list(self.input_shape),
             "sizes": {k: (len(s) if s is not None else 0) for k, s in (("train", self.train), ("val", self.val), ("test", self.test))},
             "split_seed": self.split_seed,
+            **({"key": self.key} if self.key is not None else {}),
             **({"info": self.info} if self.info else {}),
         }
 
     def __repr__(self) -> str:
         d = self.describe()
         return f"Data({self.name!r}, C={self.num_classes}, input_shape={self.input_shape}, sizes={d['sizes']})"
+
+
+def _split_digest(split: Split, name: str, key: str | None) -> Any:
+    """What keys one split: its tensors' hash, a TensorDataset loader's tensors and batching,
+    or (any other loader) its size under the data's ``key``."""
+    from torch.utils.data import TensorDataset
+
+    from ..hashing import tensor_digest
+
+    if split.in_memory:
+        return tensor_digest(split.x, split.y)
+    loader = split.loader
+    batching = {"batch_size": loader.batch_size, "drop_last": loader.drop_last, "sampler": type(loader.sampler).__name__}  # type: ignore[union-attr]
+    if isinstance(loader.dataset, TensorDataset):  # type: ignore[union-attr]
+        return {"tensors": tensor_digest(*loader.dataset.tensors), **batching}  # type: ignore[union-attr]
+    if key is None:
+        raise DataError(f"the {name} split is a DataLoader over {type(loader.dataset).__name__}, whose contents cannot be hashed "  # type: ignore[union-attr]
+                        "without reading it, so cached results could be reused for other data of its size; name the data "
+                        "(from_loaders(..., key='my-data-v1') or Data(..., key=...)) to cache under that name")
+    return {"loader": len(split), **batching}
 
 
 def _numeric_array(a: Any, name: str) -> Any:

@@ -171,16 +171,19 @@ def load_npz(path: str | os.PathLike[str], *, val_fraction: float = 0.1, test_fr
     )
 
 
-def from_loaders(train: DataLoader, test: DataLoader, val: DataLoader | None = None, *, num_classes: int, name: str = "loaders") -> Data:
+def from_loaders(train: DataLoader, test: DataLoader, val: DataLoader | None = None, *, num_classes: int, name: str = "loaders",
+                 key: str | None = None) -> Data:
     """Wrap the user's DataLoaders (data that does not fit in memory).
 
     Members then share each batch (no per-member data order); the first batch of
-    every loader is validated.
+    every loader is validated. ``key`` names the data for cached results (a compare's
+    cells): loaders over a ``TensorDataset`` are hashed by their tensors, any other loader
+    only by this name (:meth:`Data.digest` refuses to cache it without one).
     """
     xb, _ = next(iter(train))
     data = Data(
         train=Split(loader=train), test=Split(loader=test), val=Split(loader=val) if val is not None else None,
-        num_classes=int(num_classes), input_shape=tuple(int(s) for s in torch.as_tensor(xb).shape[1:]), name=name,
+        num_classes=int(num_classes), input_shape=tuple(int(s) for s in torch.as_tensor(xb).shape[1:]), name=name, key=key,
     )
     return validate_data(data)
 
