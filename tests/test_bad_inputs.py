@@ -6,6 +6,9 @@ output folder it names is untouched."""
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import yaml
@@ -18,9 +21,12 @@ CMP = {"data": "digits", "model": {"name": "mlp", "kwargs": {"hidden": [8]}}, "t
 
 
 def _merge(base, patch):
+    """``base`` with ``patch`` merged in; a ``model`` or ``method`` patch that names its own
+    ``name``/``factory`` replaces the base's whole (so the case's one defect is the only one)."""
     out = dict(base)
     for k, v in patch.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        replaces = k in ("model", "method") and isinstance(v, dict) and ({"name", "factory"} & set(v))
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and not replaces else v
     return out
 
 
@@ -51,11 +57,15 @@ def npz_with(**arrays):
 
 
 def factory_module(source, path="badnet:make"):
+    """A user's factory module, written outside the folder that must stay untouched (importing it
+    writes ``__pycache__`` next to it unless PYTHONDONTWRITEBYTECODE is set)."""
     def build(tmp):
-        (tmp / "badnet.py").write_text(source)
         import sys
 
-        sys.path.insert(0, str(tmp))
+        mods = tmp.parent / f"{tmp.name}-modules"
+        mods.mkdir(exist_ok=True)
+        (mods / "badnet.py").write_text(source)
+        sys.path.insert(0, str(mods))
         sys.modules.pop("badnet", None)
         return train_with({"model": {"factory": path, "kwargs": {}}})(tmp)
     return build
@@ -65,14 +75,16 @@ def raw(*args):
     return lambda tmp: [a.replace("TMP", str(tmp)) for a in args]
 
 
-def run_dir_with(files):
-    """A folder that looks like a run directory, with the given files written into it."""
+def run_dir_with(files, finished):
+    """A copy of the finished run ``finished`` with the given files written over it (``None``: keep it)."""
     def build(tmp):
         run = tmp / "run"
-        run.mkdir()
-        (run / "config.yaml").write_text(yaml.safe_dump(RUN))
+        shutil.copytree(finished, run)
         for name, writer in files.items():
-            writer(run / name)
+            if writer is not None:
+                if name.startswith("checkpoints/"):
+                    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+                writer(run / name)
         return None
     return build
 
@@ -109,6 +121,7 @@ CASES = {
     "grad-clip-negative": train_with({"train": {"grad_clip": -1}}),
     "data-order-unknown": train_with({"train": {"data_order": "random"}}),
     "device-unknown": train_with({"train": {"device": "tpu"}}),
+    "device-cuda-absent": train_with({"train": {"device": "cuda"}}),
     "precision-unknown": train_with({"train": {"precision": "fp8"}}),
     "member-chunk-0": train_with({"train": {"member_chunk": 0}}),
     "member-chunk-string": train_with({"train": {"member_chunk": "half"}}),
@@ -121,6 +134,7 @@ CASES = {
     "tta-unknown": train_with({"train": {"tta": ["crop"]}}),
     "mixup-negative": train_with({"train": {"mixup": -1}}),
     "early-stopping-patience-0": train_with({"train": {"early_stopping": {"patience": 0}}}),
+    "early-stopping-without-val": train_with({"data": {"name": "digits", "val_fraction": 0}, "train": {"early_stopping": {"patience": 2}}}),
     "penalty-negative": train_with({"train": {"penalties": {"l2": -1}}}),
     "unknown-top-level-key": train_with({"trainer": {}}),
     "method-unknown": train_with({"method": "boost"}),
@@ -146,9 +160,11 @@ CASES = {
     "frozen-head-negative": train_with({"model": {"name": "mlp", "frozen_head": -1}}),
     "dropconnect-1.5": train_with({"model": {"name": "mlp", "dropconnect": 1.5}}),
     "factory-relative-path": train_with({"model": {"factory": "./net.py:make"}}),
+    "factory-relative-module": train_with({"model": {"factory": ".mod:fn"}}),
     "factory-no-module": train_with({"model": {"factory": "nopkg_xyz.mod:make"}}),
     "factory-no-attribute": train_with({"model": {"factory": "os:no_such_function"}}),
     "factory-raises": factory_module("def make():\n    raise RuntimeError('my factory is broken')\n"),
+    "factory-raises-at-import": factory_module("raise RuntimeError('broken at import')\ndef make():\n    pass\n"),
     "factory-syntax-error": factory_module("def make(:\n    pass\n"),
     "factory-import-error": factory_module("import no_such_module_xyz\ndef make():\n    pass\n"),
     "factory-returns-not-a-module": factory_module("def make():\n    return 3\n"),
@@ -215,6 +231,131 @@ CASES = {
     "backend-unknown": lambda tmp: [*compare_with({})(tmp), "--backend", "spark"],
 }
 
+#: What each case's one line must name: the field (or file), the bad value, and what is allowed where there is a list.
+EXPECT = {
+    "epochs-0": r"train\.epochs: .*greater than or equal to 1 \(got 0",
+    "epochs-typo": r"train\.epoch: unknown key; valid keys: epochs,",
+    "epochs-string": r"train\.epochs: .*integer.*got 'many'",
+    "batch-size-0": r"train\.batch_size: .*greater than or equal to 1 \(got 0",
+    "lr-negative": r"train\.optimizer: .*lr must be a number > 0, got -1",
+    "optimizer-unknown": r"train\.optimizer: unknown optimizer 'adamax2'; valid: sgd, adam",
+    "optimizer-unknown-arg": r"train\.optimizer: .*unknown argument 'momentum'; valid: lr, betas",
+    "sgd-negative-momentum": r"train\.optimizer .*momentum.*-0\.5",
+    "adam-betas-out-of-range": r"train\.optimizer .*beta.*1\.5",
+    "weight-decay-string": r"train\.optimizer .*'weight_decay': 'lots'",
+    "per-member-wrong-length": r"per_member\.lr must list one value per member \(2\), got \[0\.1\]",
+    "schedule-unknown": r"train\.schedule: unknown schedule 'cosin' .*valid: constant, cosine",
+    "schedule-unknown-option": r"train\.schedule: .*unknown option 'gamma'; valid: min_lr",
+    "milestones-string": r"train\.schedule .*'milestones': 'x'",
+    "gamma-string": r"train\.schedule .*'gamma': 'big'",
+    "warmup-too-long": r"train\.schedule: schedule\.warmup = 5 epoch\(s\).*must be shorter than the run",
+    "grad-clip-negative": r"train\.grad_clip: .*greater than 0 \(got -1\)",
+    "data-order-unknown": r"train\.data_order: .*'shared', 'per_member' or 'bootstrap' \(got 'random'\)",
+    "device-unknown": r"train\.device: device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'",
+    "device-cuda-absent": r"device 'cuda' requested but CUDA is not available",
+    "precision-unknown": r"train\.precision: .*'fp32', 'bf16' or 'fp16' \(got 'fp8'\)",
+    "member-chunk-0": r"train\.member_chunk: .*>= 1, 'auto' or null, got 0",
+    "member-chunk-string": r"train\.member_chunk.*got 'half'",
+    "devices-empty": r"train\.devices: devices must list at least one device",
+    "devices-unknown": r"train\.devices: .*must be cpu, cuda or cuda:N, got 'tpu:0'",
+    "devices-cuda-absent": r"device 'cuda:0' requested but CUDA is not available",
+    "member-chunk-shared-network": r"batch_ensemble: train\.member_chunk needs members that can run apart",
+    "augment-unknown": r"train\.augment: unknown augment transform 'rotate'; valid: crop,",
+    "augment-wrong-rank": r"hflip needs image examples \(C, H, W\); got examples of shape \(1, 40\)",
+    "tta-unknown": r"train\.tta: unknown tta transform 'crop'; valid: hflip,",
+    "mixup-negative": r"train\.mixup: .*greater than or equal to 0 \(got -1",
+    "early-stopping-patience-0": r"train\.early_stopping\.patience: .*greater than or equal to 1 \(got 0",
+    "early-stopping-without-val": r"train\.early_stopping needs a validation split",
+    "penalty-negative": r"train\.penalties\.l2: .*greater than or equal to 0 \(got -1",
+    "unknown-top-level-key": r"trainer: unknown key; valid keys: data, model, method",
+    "method-unknown": r"method: unknown method 'boost' \(did you mean 'boosting'\?\); valid: ",
+    "members-negative": r"method\.members: .*greater than or equal to 1 \(got -1",
+    "method-param-unknown": r"method\.cycles: unknown key; valid keys: members",
+    "snapshot-cycles-beyond-iterations": r"snapshot: cycles = 100000 need at least one iteration each, and the run has 21",
+    "snapshot-cycle-longer-than-run": r"snapshot: a cycle of 105 iterations does not fit in the run's 21 iterations",
+    "fge-a1-below-a2": r"FGE needs a1 > a2, got a1=0\.001 and a2=0\.01",
+    "fge-no-cycle-middle": r"fge: no cycle middle falls within 1 epochs",
+    "curve-below-3-bends": r"method\.num_bends: .*greater than or equal to 3 \(got 2",
+    "varhyper-batchnorm": r"varhyper supports layers Linear, Conv1d, Conv2d.*unsupported: .*BatchNorm1d",
+    "varhyper-lambda-outside": r"lambdas must lie in \[0\.001, 100\].*got \[1000\.0\]",
+    "edgenes-members-above-pool": r"edgenes: members \(3\) must be <= pool \(2\)",
+    "edgenes-search-typo": r"edgenes\.search\.step: unknown key; valid keys: .*steps",
+    "model-unknown": r"model: unknown model 'cnn3d' .*valid: cnn1d",
+    "model-kwarg-unknown": r"model: model 'mlp' got unknown argument 'width'; valid: ",
+    "model-kwarg-wrong-type": r"model 'mlp' could not be built: .*'w'",
+    "model-kwarg-negative": r"model 'mlp' could not be built: .*negative dimension -3",
+    "model-dropout-2": r"dropout must be in \[0, 1\), got 2",
+    "model-wrong-for-data": r"cnn1d needs input_shape \(channels, length\), got \(1, 8, 8\)",
+    "wrapper-unknown": r"model: unknown model key 'frozen'; valid: name, factory",
+    "frozen-head-negative": r"model: frozen_head must be a head scale >= 0 .*got -1",
+    "dropconnect-1.5": r"model: dropconnect p must be a number in \[0, 1\), got 1\.5",
+    "factory-relative-path": r"model factory './net\.py:make': './net\.py' is not an absolute module name",
+    "factory-relative-module": r"model factory '\.mod:fn': '\.mod' is not an absolute module name",
+    "factory-no-module": r"model factory 'nopkg_xyz\.mod:make': cannot import module 'nopkg_xyz\.mod' \(No module named 'nopkg_xyz'\)",
+    "factory-no-attribute": r"model factory 'os:no_such_function': module 'os' has no attribute 'no_such_function'",
+    "factory-raises": r"model 'badnet:make' could not be built: RuntimeError: my factory is broken",
+    "factory-raises-at-import": r"model factory 'badnet:make': importing module 'badnet' failed \(RuntimeError: broken at import\)",
+    "factory-syntax-error": r"model factory 'badnet:make': importing module 'badnet' failed \(SyntaxError: ",
+    "factory-import-error": r"model factory 'badnet:make': importing module 'badnet' failed \(ModuleNotFoundError: No module named 'no_such_module_xyz'\)",
+    "factory-returns-not-a-module": r"model factory 'badnet:make' returned int, not an nn\.Module",
+    "dataset-unknown": r"data: unknown dataset 'mnist2d' .*valid: cifar10",
+    "dataset-option-unknown": r"data: unknown option 'samples' for digits data; valid: test_fraction",
+    "num-samples-string": r"data 'mnist1d' with options \{'num_samples': 'lots'\}",
+    "val-fraction-string": r"data 'digits' with options \{'val_fraction': 'lots'\}",
+    "val-fraction-1.5": r"val_fraction must be in \[0, 1\), got 1\.5",
+    "yaml-empty": r"c\.yaml: the config file is empty",
+    "yaml-a-list": r"c\.yaml: the top level must be a mapping of keys, got list",
+    "yaml-syntax": r"c\.yaml: not valid YAML",
+    "yaml-non-string-keys": r"c\.yaml: keys must be strings, got 1 \(int\)",
+    "yaml-non-string-nested-key": r"c\.yaml: keys must be strings, got 3 \(int\) under train",
+    "config-file-missing": r"config file not found: .*none\.yaml",
+    "npz-not-a-zip": r"d\.npz: not an \.npz file",
+    "npz-missing-y": r"d\.npz: missing array\(s\) \['y'\]; found \['x'\]",
+    "npz-string-features": r"x must be numeric, got numpy dtype <U1",
+    "npz-nan-features": r"1 example\(s\) have NaN or infinite features",
+    "npz-lengths-differ": r"x has 40 examples but y has 30 labels",
+    "npz-negative-label": r"labels must be in 0\.\.C-1, found a negative value -1",
+    "npz-huge-label": r"labels go up to 1000000000000 but only 2 distinct values occur",
+    "npz-float-labels": r"y must hold integer class indices, got non-integer values",
+    "npz-empty": r"the train split is empty",
+    "npz-unknown-array": r"d\.npz: unexpected array\(s\) \['z'\]; allowed: x, y,",
+    "npz-missing-file": r"npz file not found: /nonexistent/d\.npz",
+    "compare-method-train-typo": r"methods\[independent\]\.train\.epoch: unknown key; valid keys: epochs",
+    "compare-method-train-bad-value": r"independent 1B: train\.optimizer .*momentum.*-1",
+    "compare-budget-0": r"budgets: budgets must be integers >= 1, got \[0\]",
+    "compare-duplicate-labels": r"methods: method labels must be unique, \['independent'\] repeat",
+    "compare-method-param-unknown": r"methods\.0\.cycles: unknown key; valid keys: pretrain",
+    "compare-method-model-unknown": r"methods\.0\.model: unknown model 'cnn9'",
+    "compare-model-kwarg-wrong-type": r"independent 1B: model 'mlp' could not be built",
+    "evaluation-unknown-corruption": r"evaluation\.shift\.corruptions: unknown corruption 'fog'; valid: amplitude_scale",
+    "evaluation-severity-6": r"evaluation\.shift\.severities: severities must be in 1\.\.5, got \[6\]",
+    "evaluation-signal-corruption-on-images": r"evaluation\.shift: corruption 'time_shift' does not apply to images .*valid: brightness",
+    "evaluation-mnist1d-generator-on-digits": r"evaluation\.shift: mnist1d_generator regenerates MNIST-1D test sets; the data is 'digits'",
+    "evaluation-held-out-class-10": r"held_out_classes \[10\] are not classes of digits \(labels 0\.\.9\)",
+    "evaluation-held-out-all-but-one": r"held_out_classes \[1, 2, .*9\] leaves 1 of 10 classes",
+    "evaluation-two-held-out-sets": r"evaluation\.ood: at most one held_out_classes entry",
+    "evaluation-unknown-ood-set": r"evaluation\.ood: unknown OOD set 'gaussian'; valid: constant",
+    "evaluation-ood-npz-missing": r"OOD npz file not found: /nonexistent/ood\.npz",
+    "evaluation-ood-npz-wrong-shape": r"o\.npz: x has shape \(5, 40\), expected \(N, 1, 8, 8\)",
+    "evaluation-unknown-score": r"evaluation\.scores: unknown uncertainty score\(s\) \['odin'\]; valid: msp",
+    "evaluation-conformal-alpha-1": r"evaluation\.conformal\.alpha: .*less than 1 \(got 1\.0\)",
+    "evaluation-conformal-unknown-score": r"evaluation\.conformal\.scores\.0: .*'thr', 'aps' or 'raps' \(got 'naive'\)",
+    "evaluation-calibration-without-val": r"evaluation\.calibration: temperature is fitted on the validation split",
+    "evaluation-conformal-without-val": r"evaluation\.conformal: the sets are calibrated on the validation split",
+    "evaluation-typo": r"evaluation\.shfit: unknown key; valid keys: calibration",
+    "compare-evaluation-bad-corruption": r"evaluation\.shift\.corruptions: unknown corruption 'swirl'",
+    "compare-evaluation-held-out-class-10": r"held_out_classes \[10\] are not classes of digits",
+    "set-without-equals": r"--set expects key=value, got 'train\.epochs'",
+    "set-through-a-number": r"--set train\.epochs\.x: 'epochs' is not a mapping",
+    "set-bad-value": r"train\.epochs: .*greater than or equal to 1 \(got -2",
+    "resume-not-a-run": r"--resume .*nothing: no config\.yaml there",
+    "evaluate-not-a-run": r"nothing: no ensemble\.safetensors",
+    "threads-0": r"'--threads'.*greater than or equal to 1",
+    "backend-unknown": r"unknown backend 'spark'; valid: local, ray",
+}
+
+# Each run-directory case starts from a real finished run (its ensemble.safetensors valid), and
+# writes only its one defect over it.
 RUN_DIR_CASES = {
     "ensemble-lacks-tensors": ({"ensemble.safetensors": _st({"x": __import__("torch").zeros(1)}, {
         "format": "ensemblekit.ensemble/1", "members": [{}],
@@ -223,54 +364,93 @@ RUN_DIR_CASES = {
     "ensemble-malformed-metadata": ({"ensemble.safetensors": lambda p: save_file({"x": __import__("torch").zeros(1)}, str(p), metadata={"json": "{not json"})},
                                     ["evaluate", "RUN"]),
     "ensemble-not-safetensors": ({"ensemble.safetensors": lambda p: p.write_text("garbage")}, ["evaluate", "RUN"]),
-    "evaluate-unknown-data": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--data", "mnist9"]),
-    "evaluate-unknown-split": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--split", "holdout"]),
-    "evaluate-ood-held-out-without-classes": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--ood", "held_out"]),
-    "evaluate-ood-unknown": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--ood", "gauss"]),
-    "evaluate-conformal-alpha-2": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--conformal", "2"]),
-    "evaluate-shift-on-val-split": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--shift", "--split", "val"]),
-    "evaluate-evaluation-file-missing": ({"ensemble.safetensors": lambda p: p.write_text("x")}, ["evaluate", "RUN", "--evaluation", "nothing.yaml"]),
-    "checkpoint-not-safetensors": ({"checkpoints/train.safetensors": lambda p: (p.parent.mkdir(), p.write_text("torn"))}, ["train", "--resume", "RUN"]),
-    "checkpoint-lacks-keys": ({"checkpoints/train.safetensors": lambda p: (p.parent.mkdir(), _st({"x": __import__("torch").zeros(1)},
+    "evaluate-unknown-data": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--data", "mnist9"]),
+    "evaluate-unknown-split": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--split", "holdout"]),
+    "evaluate-ood-held-out-without-classes": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--ood", "held_out"]),
+    "evaluate-ood-unknown": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--ood", "gauss"]),
+    "evaluate-conformal-alpha-2": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--conformal", "2"]),
+    "evaluate-shift-on-val-split": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--shift", "--split", "val"]),
+    "evaluate-evaluation-file-missing": ({"ensemble.safetensors": None}, ["evaluate", "RUN", "--evaluation", "nothing.yaml"]),
+    "checkpoint-not-safetensors": ({"checkpoints/train.safetensors": lambda p: (p.parent.mkdir(exist_ok=True), p.write_text("torn"))}, ["train", "--resume", "RUN"]),
+    "checkpoint-lacks-keys": ({"checkpoints/train.safetensors": lambda p: (p.parent.mkdir(exist_ok=True), _st({"x": __import__("torch").zeros(1)},
                                                                                                    {"epoch": 1})(p))}, ["train", "--resume", "RUN"]),
-    "checkpoint-malformed-json": ({"checkpoints/train.safetensors": lambda p: (p.parent.mkdir(), save_file({"x": __import__("torch").zeros(1)}, str(p),
+    "checkpoint-malformed-json": ({"checkpoints/train.safetensors": lambda p: (p.parent.mkdir(exist_ok=True), save_file({"x": __import__("torch").zeros(1)}, str(p),
                                                                                                              metadata={"json": "[1,"}))},
                                   ["train", "--resume", "RUN"]),
 }
+
+
+RUN_DIR_EXPECT = {
+    "ensemble-lacks-tensors": r"ensemble\.safetensors: lacks tensor '.*' of the model its metadata names",
+    "ensemble-malformed-metadata": r"ensemble\.safetensors: its JSON metadata is malformed",
+    "ensemble-not-safetensors": r"ensemble\.safetensors: not a readable safetensors file",
+    "evaluate-unknown-data": r"unknown dataset 'mnist9' .*valid: cifar10",
+    "evaluate-unknown-split": r"--split must be test, val or train, got 'holdout'",
+    "evaluate-ood-held-out-without-classes": r"--ood held_out: .*was trained on every class",
+    "evaluate-ood-unknown": r"ood: unknown OOD set 'gauss'; valid: constant",
+    "evaluate-conformal-alpha-2": r"conformal\.alpha: .*less than 1 \(got 2\.0\)",
+    "evaluate-shift-on-val-split": r"the uncertainty evaluation reads the test split .*drop --split",
+    "evaluate-evaluation-file-missing": r"config file not found: nothing\.yaml",
+    "checkpoint-not-safetensors": r"checkpoints/train\.safetensors: not a readable safetensors file",
+    "checkpoint-lacks-keys": r"checkpoints/train\.safetensors: a damaged checkpoint \(lacks ensemble",
+    "checkpoint-malformed-json": r"checkpoints/train\.safetensors: its JSON metadata is malformed",
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A real run of ``RUN`` (two members, one epoch), trained once for the run-directory cases."""
+    from ensemblekit.cli import main
+
+    root = tmp_path_factory.mktemp("finished")
+    (root / "c.yaml").write_text(yaml.safe_dump(RUN))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(root / "c.yaml"), "--run-dir", str(root / "run")])
+    assert exc.value.code in (0, None)
+    return root / "run"
 
 
 def _snapshot(folder):
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
 
-def _check(capsys, code):
+def _check(capsys, code, expect):
+    """Exit 2 and exactly one line, ``error: ...``, that matches ``expect`` (what it must name)."""
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2, err
-    assert "Traceback" not in err and lines and lines[0].startswith("error:"), err
-    # rich wraps a long line on narrow terminals; the message is still one logical line
-    assert len(" ".join(lines)) < 1000
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert re.search(expect, lines[0]), f"{lines[0]!r} does not name {expect!r}"
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_fails_cleanly_and_writes_nothing(case, tmp_path, capsys, monkeypatch, cli):
-    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("COLUMNS", "2000")  # rich wraps at the terminal's width; the message is one line
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # a factory case's folder leaves with the case
     args = CASES[case](tmp_path)
     before = _snapshot(tmp_path)
-    _check(capsys, cli(*args))
+    _check(capsys, cli(*args), EXPECT[case])
     assert not (tmp_path / "out").exists()
     assert _snapshot(tmp_path) == before  # nothing written anywhere
 
 
 @pytest.mark.parametrize("case", list(RUN_DIR_CASES))
-def test_bad_files_in_a_run_directory_fail_cleanly(case, tmp_path, capsys, monkeypatch, cli):
-    monkeypatch.setenv("COLUMNS", "400")
+def test_bad_files_in_a_run_directory_fail_cleanly(case, tmp_path, capsys, monkeypatch, cli, finished_run):
+    monkeypatch.setenv("COLUMNS", "2000")
     files, args = RUN_DIR_CASES[case]
-    run_dir_with(files)(tmp_path)
+    run_dir_with(files, finished_run)(tmp_path)
     before = _snapshot(tmp_path)
-    _check(capsys, cli(*[a.replace("RUN", str(tmp_path / "run")) for a in args]))
+    _check(capsys, cli(*[a.replace("RUN", str(tmp_path / "run")) for a in args]), RUN_DIR_EXPECT[case])
     assert _snapshot(tmp_path) == before
 
 
-def test_the_corpus_is_large():
+def test_the_corpus_is_large_and_every_case_says_what_it_must_name():
     assert len(CASES) + len(RUN_DIR_CASES) >= 60
+    assert set(EXPECT) == set(CASES) and set(RUN_DIR_EXPECT) == set(RUN_DIR_CASES)
+
+
+def test_a_valid_input_passes_the_checks_the_cases_break(tmp_path, cli, finished_run):
+    """The base the cases patch is itself valid: each case fails for its own defect only."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**RUN, "out": str(tmp_path / "out")}))
+    assert cli("train", str(tmp_path / "c.yaml")) in (0, None)
+    assert cli("evaluate", str(finished_run)) in (0, None)

@@ -224,7 +224,7 @@ class Method:
         check_model_fits(factory, data)
         probe_training(self.train_config_, data, steps_per_epoch(data.train, self.train_config_.batch_size))
         cfg = self.train_config_
-        if cfg.member_chunk is not None or cfg.devices:
+        if cfg.member_chunk is not None or cfg.devices or cfg.early_stopping is not None:
             from ..training.chunks import check_execution
 
             with torch.random.fork_rng(devices=[]):

@@ -72,7 +72,10 @@ class Snapshot(Method):
     def _check(self, data: Data, factory: ModelFactory) -> None:
         spe = steps_per_epoch(data.train, self.train_config_.batch_size)
         total, cycle = self.train_config_.epochs * spe, self.cycle_steps(spe)
-        if cycle > total or (self.params_.cycle_epochs is None and total // self.params_.cycles < 1):
+        if self.params_.cycle_epochs is None and total // self.params_.cycles < 1:
+            raise ConfigError(f"snapshot: cycles = {self.params_.cycles} need at least one iteration each, and the run has {total} "
+                              f"({self.train_config_.epochs} epochs x {spe}); lower cycles or raise epochs")
+        if cycle > total:
             raise ConfigError(f"snapshot: a cycle of {cycle} iterations does not fit in the run's {total} iterations "
                               f"({self.train_config_.epochs} epochs x {spe}); lower cycles / cycle_epochs or raise epochs")
 

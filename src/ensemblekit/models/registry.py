@@ -136,14 +136,24 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def import_factory(path: str) -> Callable[..., nn.Module]:
-    """Import ``"package.module:function"``; a clear ConfigError when it cannot be found."""
+    """Import ``"package.module:function"``; one clear ConfigError when it cannot be found or
+    its module fails while importing (any exception it raises, a syntax error)."""
     if not isinstance(path, str) or ":" not in path:
         raise ConfigError(f"model factory must look like 'package.module:function', got {path!r}")
     module_name, _, attr = path.partition(":")
+    if module_name.startswith(".") or "/" in module_name or not module_name:
+        raise ConfigError(f"model factory {path!r}: {module_name!r} is not an absolute module name; "
+                          "give 'package.module:function', importable from the working directory or PYTHONPATH")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"model factory {path!r}: cannot import module {module_name!r} ({exc})") from exc
+        missing = getattr(exc, "name", None)
+        if missing is not None and (module_name == missing or module_name.startswith(missing + ".")):
+            raise ConfigError(f"model factory {path!r}: cannot import module {module_name!r} ({exc})") from None
+        raise ConfigError(f"model factory {path!r}: importing module {module_name!r} failed ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # the module itself failed: a SyntaxError, or what its top-level code raised
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ConfigError(f"model factory {path!r}: importing module {module_name!r} failed ({detail})") from None
     fn = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)

@@ -34,14 +34,22 @@ _SAFETY = 0.5  # of the free memory an auto chunk may plan to use
 
 
 def check_execution(config: Any, model: Any, stage: str) -> None:
-    """``train.member_chunk`` and ``train.devices`` against the model they would run: both need
-    members that run apart (``supports_member_chunks`` / ``place``), and the devices must exist.
-    The methods call it before anything is written; the engine again when it starts."""
+    """``train.member_chunk``, ``train.devices`` and ``train.early_stopping`` against the model they
+    would run: the first two need members that run apart (``supports_member_chunks`` / ``place``)
+    and devices that exist, early stopping members with their own tensors (it restores each
+    member's best weights). The methods call it before anything is written; the engine again
+    when it starts."""
     from .engine import resolve_device
+    from .protocol import shared_tensor_names
 
     for d in config.devices or []:
         resolve_device(d)
     name = type(model).__name__
+    if getattr(config, "early_stopping", None) is not None:
+        shared = shared_tensor_names(model)
+        if shared:
+            raise ConfigError(f"{stage}: early_stopping restores each member's own best weights, but {name} "
+                              f"has tensors shared by its members ({shared[0]}, ...)")
     chunk = config.member_chunk
     if chunk is not None and not (isinstance(chunk, int) and chunk >= model.num_members):
         if not getattr(model, "supports_member_chunks", False):

@@ -25,10 +25,19 @@ __all__ = ["probe_training"]
 def probe_training(cfg: TrainConfig, data: Data, steps_per_epoch: int) -> None:
     """Build the optimizer, the learning-rate policy and the transforms of ``cfg`` for ``data``.
 
+    Also checks what the run needs from the machine and the data: the device exists and
+    early stopping has a validation split.
+
     Raises:
         ConfigError: an argument torch or the policy rejects (``train.optimizer: ...``,
-            ``train.schedule: ...``). DataError: a transform that does not fit the examples.
+            ``train.schedule: ...``), a device this machine does not have, early stopping
+            without a validation split. DataError: a transform that does not fit the examples.
     """
+    from .engine import resolve_device
+
+    resolve_device(cfg.device)
+    if cfg.early_stopping is not None and data.val is None:
+        raise ConfigError("train.early_stopping needs a validation split (data val_fraction > 0 or x_val/y_val)")
     probe = torch.zeros(2, requires_grad=True)
     spec = cfg.optimizer
     if not callable(spec):
