@@ -14,8 +14,9 @@ from ensemblekit.config import CompareConfig
 from ensemblekit.errors import ConfigError, DataError
 from ensemblekit.experiments.backends import LocalBackend, get_backend
 from ensemblekit.experiments.compare import cell_specs, compare_cell, run_compare
+from optional import need
 
-ray = pytest.importorskip("ray")
+ray = need("ray", "compare on the Ray backend equals the local one, and a killed worker resumes")
 
 
 def _cfg() -> CompareConfig:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from optional import need
 
-pytest.importorskip("tensorboard")
+need("tensorboard", "train.loggers: [tensorboard] writes readable event files")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 TRAIN = {"epochs": 3, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}, "progress": False, "loggers": ["tensorboard"]}
