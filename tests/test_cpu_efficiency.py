@@ -38,19 +38,21 @@ def test_choose_threads_rejects_no_cores():
 
 
 def test_cgroup_quota_v2_v1_and_unlimited(tmp_path):
+    """Without /proc/self/cgroup only the root is read (tests/test_threads.py: the process's own cgroup)."""
+    none = str(tmp_path / "no-self-cgroup")
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "cpu.max").write_text("150000 100000\n")
-    assert threads.cgroup_cpu_quota(str(tmp_path / "v2")) == 1.5
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v2"), none) == 1.5
     (tmp_path / "v2" / "cpu.max").write_text("max 100000\n")
-    assert threads.cgroup_cpu_quota(str(tmp_path / "v2")) is None
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v2"), none) is None
     v1 = tmp_path / "v1" / "cpu"
     v1.mkdir(parents=True)
     (v1 / "cpu.cfs_quota_us").write_text("300000\n")
     (v1 / "cpu.cfs_period_us").write_text("100000\n")
-    assert threads.cgroup_cpu_quota(str(tmp_path / "v1")) == 3.0
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v1"), none) == 3.0
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
-    assert threads.cgroup_cpu_quota(str(tmp_path / "v1")) is None
-    assert threads.cgroup_cpu_quota(str(tmp_path / "none")) is None
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v1"), none) is None
+    assert threads.cgroup_cpu_quota(str(tmp_path / "none"), none) is None
 
 
 def test_busy_cpus_from_proc_stat(tmp_path, monkeypatch):
@@ -78,6 +80,8 @@ def test_cli_records_the_automatic_choice(cli, tmp_path, monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.delenv("ENSEMBLEKIT_THREADS", raising=False)
     monkeypatch.setattr(threads, "_choice", None)
+    monkeypatch.setattr(threads, "_governor", None)
+    monkeypatch.setattr(threads, "PROBES", threads.Probes(clock=lambda: 0.0))  # the load is never re-measured
     monkeypatch.setattr(threads, "measure", lambda window_s=0.2: threads.ThreadChoice(1, "auto", 2, 1.0, None))
     try:
         run = _tiny_train(tmp_path, "auto")
@@ -100,7 +104,10 @@ def test_cli_records_the_automatic_choice(cli, tmp_path, monkeypatch):
 
 def test_automatic_choice_is_made_once_per_process(monkeypatch):
     calls = []
+    monkeypatch.delenv("ENSEMBLEKIT_THREADS", raising=False)
     monkeypatch.setattr(threads, "_choice", None)
+    monkeypatch.setattr(threads, "_governor", None)
+    monkeypatch.setattr(threads, "PROBES", threads.Probes(clock=lambda: 0.0))
     monkeypatch.setattr(threads, "measure", lambda window_s=0.2: calls.append(1) or threads.ThreadChoice(torch.get_num_threads(), "auto", 2, 0.0))
     threads.configure_threads()
     threads.configure_threads()

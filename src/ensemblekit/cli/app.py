@@ -34,9 +34,10 @@ def _global_options(
     ctx: typer.Context,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, envvar="ENSEMBLEKIT_THREADS",
                                           help="CPU threads torch may use. Default: the cores this process may use (affinity, "
-                                               "cgroup quota) minus those other processes keep busy when it starts. Set it to "
-                                               "share a machine between runs on purpose (two runs with every core each slow "
-                                               "each other down several-fold)."),
+                                               "cgroup quota of its own cgroup) minus those other processes keep busy, "
+                                               "re-measured every few seconds while training. Setting it pins the count (never "
+                                               "changed: reruns are bit-identical); use it to share a machine between runs on "
+                                               "purpose (two runs with every core each slow each other down several-fold)."),
 ) -> None:
     """Train, evaluate and compare ensembles of deep networks."""
     from ..threads import configure_threads
@@ -57,7 +58,7 @@ def open_experiment(config: str, overrides: Sequence[str] | None, kind: type[C],
     Returns:
         ``(cfg, run_dir, data)``; the default run directory is ``<cfg.out>/<config name><suffix(cfg)>``.
     """
-    from ..config import apply_overrides, load_yaml, parse_config
+    from ..schema import apply_overrides, load_yaml, parse_config
 
     cfg = parse_config(apply_overrides(load_yaml(config), list(overrides or [])), kind)
     target = run_dir or os.path.join(cfg.out, os.path.splitext(os.path.basename(config))[0] + (suffix(cfg) if suffix else ""))  # type: ignore[attr-defined]

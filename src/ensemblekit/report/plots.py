@@ -249,9 +249,11 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path, titl
 
     Args:
         history: per-epoch records with ``stage``, ``train_loss`` and optionally ``val_acc``
-            (``Method.history_`` or the lines of ``metrics.jsonl``).
+            (``Method.history_`` or the lines of ``metrics.jsonl``, whose event lines, such
+            as a change of thread count, are skipped).
         path: the PNG to write.
     """
+    history = [rec for rec in history if "event" not in rec]
     if not history:
         raise DataError("`history` is empty: nothing to plot")
     fig = new_figure((9.0, 3.6))

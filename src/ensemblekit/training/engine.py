@@ -5,9 +5,10 @@ One :class:`Trainer` runs one *stage* of a method: it steps every member of a
 :class:`~ensemblekit.ensemble.Ensemble`, a curve, a hypernetwork, a network whose members
 share parameters) on the sum of the member losses (so one optimizer over stacked tensors
 is exactly M independent optimizers), follows a pure ``step -> lr`` policy through
-``LambdaLR``, logs each epoch to ``metrics.jsonl``, writes an atomic checkpoint at least
-every epoch, stops with a clear error when the loss becomes NaN/inf (keeping the last
-good checkpoint), and measures its cost: seconds, and the FLOPs of its training steps
+``LambdaLR``, logs each epoch to ``metrics.jsonl`` (and each change of thread count the
+automatic thread policy makes: :func:`ensemblekit.threads.follow_load`), writes an atomic
+checkpoint at least every epoch, stops with a clear error when the loss becomes NaN/inf
+(keeping the last good checkpoint), and measures its cost: seconds, and the FLOPs of its training steps
 (:mod:`ensemblekit.training.flops`, counted on the first step it runs).
 """
 
@@ -30,6 +31,7 @@ from ..errors import ConfigError, DataError, NonFiniteLossError
 from ..metrics.classification import accuracy, nll
 from ..metrics.evaluate import predict_proba
 from ..seeding import derive_seed
+from ..threads import follow_load
 from .callbacks import Callback
 from .checkpoint import RunDir
 from .config import TrainConfig
@@ -338,6 +340,7 @@ class Trainer:
             self._optimizer_step()
             scheduler.step()
             self.step += 1
+            self._follow_load()
             with torch.no_grad():
                 n = used.y.shape[-1]
                 self.examples_seen += n
@@ -374,6 +377,13 @@ class Trainer:
         if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.config.epochs or self.stop:
             self._checkpoint()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
+
+    def _follow_load(self) -> None:
+        """Let the automatic thread policy follow the free cores (a clock read until it is due,
+        nothing when threads are pinned); a change of thread count is a line of ``metrics.jsonl``."""
+        event = follow_load()
+        if event is not None and self.run is not None:
+            self.run.log({"stage": self.stage, "epoch": self.epoch + 1, "step": self.step, **event})
 
     def _optimizer_step(self) -> None:
         """Clip, decay and step (fp16: unscale first; members whose gradient overflowed skip)."""
