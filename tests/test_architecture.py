@@ -48,3 +48,14 @@ def test_the_engine_knows_no_model_class():
 def test_tune_config_does_not_import_its_users():
     assert not any(m.startswith("ensemblekit.experiments.tune.") and not m.startswith("ensemblekit.experiments.tune.config")
                    for m in _imports(ROOT / "experiments" / "tune" / "config.py"))
+
+
+def test_the_schema_package_is_the_bottom_of_every_config():
+    """schema/ (the strict base, one-line errors, config files) imports nothing of ensemblekit but
+    its errors, and the section schemas below the run config never import the run config back."""
+    for p in (ROOT / "schema").glob("*.py"):
+        theirs = {m for m in _imports(p) if m.startswith("ensemblekit.") and not m.startswith("ensemblekit.schema")}
+        assert theirs <= {"ensemblekit.errors", "ensemblekit.errors.ConfigError"}, (p.name, theirs)
+    for section in ("evaluation", "training", "methods", "models", "data", "varhyper", "nas"):
+        for p in (ROOT / section).rglob("*.py"):
+            assert not any(m == "ensemblekit.config" or m.startswith("ensemblekit.config.") for m in _imports(p)), p

@@ -46,7 +46,8 @@ def train(
     trust_factory: bool = typer.Option(False, "--trust-factory", help="With --resume: import the model factory path the run's config.yaml names."),
 ) -> None:
     """Train one method into a run directory (config, metrics.jsonl, checkpoints, results.json, plots)."""
-    from ..config import RunConfig, apply_overrides, factory_paths, load_yaml, parse_config
+    from ..config import RunConfig, factory_paths
+    from ..schema import apply_overrides, load_yaml, parse_config
     from ..experiments.run import default_run_name, run_training
 
     if resume:
@@ -99,7 +100,8 @@ def evaluate(
 
     Never unpickles, and never imports code the files name unless told to.
     """
-    from ..config import DataConfig, load_yaml, parse_config
+    from ..config import DataConfig
+    from ..schema import load_yaml, parse_config
     from ..metrics.evaluate import evaluate as evaluate_fn
     from ..predictors import load_predictor
     from ..models.registry import model_factory

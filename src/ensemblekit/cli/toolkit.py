@@ -62,7 +62,7 @@ def tune_cmd(
     """
     from rich.markup import escape
 
-    from ..config import apply_overrides, load_yaml, parse_config
+    from ..schema import apply_overrides, load_yaml, parse_config
     from ..experiments.tune import TuneConfig, format_trial, run_tune
 
     cfg = parse_config(apply_overrides(load_yaml(config), set_ or []), TuneConfig)

@@ -12,7 +12,7 @@ __all__ = ["evaluation_from_flags", "run_held_out_classes", "uncertainty_tables"
 
 def run_held_out_classes(run_dir: str) -> list[int] | None:
     """The classes a run was trained without (from its ``results.json``, else its ``config.yaml``)."""
-    from ..config import load_yaml
+    from ..schema import load_yaml
     from ..serialization import read_json
 
     path = os.path.join(run_dir, "results.json")
@@ -35,7 +35,7 @@ def evaluation_from_flags(run_dir: str, evaluation_file: str | None, shift: bool
 
     ``--ood held_out`` means the classes the run was trained without; a run trained on every
     class has none (one line, exit 2)."""
-    from ..config import load_yaml
+    from ..schema import load_yaml
 
     block: dict[str, Any] = {}
     if evaluation_file:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..errors import ConfigError
-from ..training.config import StrictModel
+from ..schema import StrictModel
 
 __all__ = ["ShiftConfig", "ConformalConfig", "EvaluationConfig", "MNIST1D_GENERATOR", "evaluation_hash", "as_evaluation"]
 
@@ -161,7 +161,7 @@ def as_evaluation(value: Any) -> EvaluationConfig:
     """``value`` (an EvaluationConfig, a mapping or ``None``) as a validated EvaluationConfig."""
     if isinstance(value, EvaluationConfig):
         return value
-    from ..config import parse_config
+    from ..schema import parse_config
 
     return parse_config(dict(value or {}), EvaluationConfig)
 

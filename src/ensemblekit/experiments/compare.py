@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from .. import hashing
 from ..config import CompareConfig, DataConfig, MethodConfig
 from ..errors import ConfigError, EnsembleKitError
-from ..methods.base import format_validation_error
+from ..schema import format_validation_error
 from ..data.dataset import Data
 from ..report.plots import line_plot, size_curve_plot
 from ..report.tables import comparison_markdown, grid, mean_std

@@ -28,7 +28,8 @@ from ..report.curve_report import summary_markdown, write_curve_report
 from ..report.tables import markdown_table
 from ..serialization import atomic_write_text, write_json
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from .results import record_result
 
 __all__ = ["CurveConfig", "run_curve"]

@@ -30,7 +30,8 @@ from ..methods.base import create_method
 from ..nas.pool import curve_auc
 from ..nas.search import HyperConfig, SearchConfig
 from ..serialization import atomic_write_text, write_json
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from .backends import Backend, get_backend
 from .results import record_result
 from .provenance import code_note

@@ -11,7 +11,6 @@ ambiguities of every method: ``docs/methods.md``.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -26,10 +25,10 @@ from ..registry import Registry
 from ..seeding import derive_seed
 from ..training.callbacks import Callback
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel, format_validation_error
+from ..training.config import TrainConfig
 
-__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "format_validation_error",
-           "with_wrapper"]
+__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "with_wrapper"]
 
 METHODS: Registry[type["Method"]] = Registry("method")
 
@@ -55,40 +54,6 @@ def create_method(name: str, **kwargs: Any) -> "Method":
     (a TrainConfig or dict) and any TrainConfig field given directly (``epochs=30``).
     """
     return METHODS.get(name)(**kwargs)
-
-
-def _valid_keys(root: type | None, loc: tuple) -> list[str]:
-    """Field names of the model that holds the unknown key at ``loc`` (walking from ``root``)."""
-    from pydantic import BaseModel
-
-    node = root
-    for part in loc[:-1]:
-        if node is None or not (isinstance(node, type) and issubclass(node, BaseModel)) or part not in node.model_fields:
-            return []
-        node = node.model_fields[str(part)].annotation
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return list(node.model_fields)
-    return []
-
-
-def format_validation_error(exc: ValidationError, prefix: str = "", root: type | None = None) -> str:
-    """One line naming the first invalid field, the value received and what is allowed."""
-    err = exc.errors()[0]
-    parts = tuple(p for p in err["loc"] if not str(p).startswith(("function-", "union[")))
-    loc = ".".join(str(p) for p in parts)
-    where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        valid = _valid_keys(root, parts)
-        return f"{where}: unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
-    if err["type"] == "value_error":
-        if not where:
-            return msg
-        # a nested config's own one-line error ("cycles: unknown key; ...") joins the path: one location
-        if re.match(r"^[\w\[\]]+(\.[\w\[\]]+)*: (unknown key|Input should|Field required)", msg):
-            return f"{where}.{msg}"
-        return f"{where}: {msg}"
-    return f"{where}: {msg} (got {err.get('input')!r})"
 
 
 def build_member(factory: ModelFactory) -> torch.nn.Module:

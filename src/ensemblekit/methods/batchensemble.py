@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..efficient.batchensemble import to_batch_ensemble
-from ..training.config import StrictModel
+from ..schema import StrictModel
 from .base import register_method
 from .one_network import SharedNetworkMethod, single_run_budget
 

@@ -23,7 +23,8 @@ from ..models.frozen_head import check_discount, frozen_weight
 from ..models.registry import ModelFactory
 from ..seeding import derive_seed
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from ..training.losses import discounted_loss_fn
 from .base import Method, register_method
 from .discounts import get_discount

@@ -14,7 +14,8 @@ from ..ensemble import Ensemble
 from ..errors import ConfigError
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..training.config import PenaltyConfig, StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import PenaltyConfig, TrainConfig
 from ..training.engine import cross_entropy_per_member, resolve_device
 from .base import Method, register_method
 

@@ -22,7 +22,8 @@ from ..nas.pool import sample_pool, spearman
 from ..nas.search import HyperConfig
 from ..seeding import derive_seed
 from ..training.config import TrainConfig
-from .base import format_validation_error, register_method
+from .base import register_method
+from ..schema import format_validation_error
 from .nas import NasMethod, PoolParams
 
 __all__ = ["EdgeNES", "EdgeNESParams"]

@@ -14,7 +14,8 @@ from ..errors import ConfigError, DataError
 from ..models.registry import ModelFactory
 from ..training.callbacks import Callback
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from ..training.optim import optimizer_lr
 from ..training.schedules import Schedule, build_schedule, fge_triangle, join
 from .base import Method, register_method

@@ -10,7 +10,8 @@ from ..data.dataset import Data
 from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from .base import Method, register_method
 
 __all__ = ["Independent"]

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ..efficient.masksembles import to_masksembles
 from ..seeding import derive_seed
-from ..training.config import StrictModel
+from ..schema import StrictModel
 from .base import register_method
 from .one_network import SharedNetworkMethod
 

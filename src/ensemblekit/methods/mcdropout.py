@@ -15,7 +15,7 @@ from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..seeding import derive_seed
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel
+from ..schema import StrictModel
 from .base import register_method, with_wrapper
 from .one_network import OneNetworkMethod
 

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import Field
 
 from ..efficient.mimo import to_mimo
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from .base import register_method
 from .one_network import SharedNetworkMethod
 

@@ -44,8 +44,9 @@ from ..nas.search import HyperConfig, HypernetResult, SearchConfig, SearchResult
 from ..nas.select import select_ensemble
 from ..seeding import derive_seed
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel
-from .base import Method, format_validation_error
+from ..schema import StrictModel
+from .base import Method
+from ..schema import format_validation_error
 
 __all__ = ["NasMethod", "NasParams", "PoolParams"]
 

@@ -13,7 +13,7 @@ from ..data.dataset import Data
 from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel
+from ..schema import StrictModel
 from .base import register_method, with_wrapper
 from .one_network import OneNetworkMethod
 

@@ -12,7 +12,8 @@ from ..errors import ConfigError
 from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..training.config import StrictModel, TrainConfig
+from ..schema import StrictModel
+from ..training.config import TrainConfig
 from ..training.optim import optimizer_lr
 from ..training.schedules import Schedule, cosine_restarts
 from .base import Method, register_method

@@ -26,7 +26,7 @@ from pydantic import Field
 from ..data.dataset import Data
 from ..errors import ConfigError, NonFiniteLossError
 from ..serialization import load_tensors, read_json, save_tensors, write_json
-from ..training.config import StrictModel
+from ..schema import StrictModel
 from ..training.flops import flop_counter
 from .genotype import Genotype, derive_genotype
 from .hypernet import ArchHypernet

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ..schema import StrictModel
 from .optim import check_optimizer_spec
 from .schedules import check_schedule_spec
 
-__all__ = ["StrictModel", "TrainConfig", "PenaltyConfig", "EarlyStoppingConfig"]
-
-
-class StrictModel(BaseModel):
-    """Pydantic model that refuses unknown keys (a typo is an error, not a silent default)."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=True)
+__all__ = ["TrainConfig", "PenaltyConfig", "EarlyStoppingConfig"]
 
 
 class PenaltyConfig(StrictModel):

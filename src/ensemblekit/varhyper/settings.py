@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..training.config import StrictModel
+from ..schema import StrictModel
 
 __all__ = ["FamilySettings"]
 

@@ -13,8 +13,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from ...config import RunConfig, set_paths
 from ...data.registry import DATASETS
 from ...errors import ConfigError
-from ...methods.base import format_validation_error
-from ...training.config import StrictModel
+from ...schema import format_validation_error
+from ...schema import StrictModel
 
 __all__ = ["ParamSpec", "PruneConfig", "RefineConfig", "SearchSpace", "TuneConfig"]
 

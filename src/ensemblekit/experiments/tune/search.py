@@ -37,7 +37,7 @@ from ...config import RunConfig, set_paths
 from ...data.dataset import Data
 from ...data.registry import DATASETS
 from ...errors import ConfigError, EnsembleKitError, TrainingError
-from ...methods.base import format_validation_error
+from ...schema import format_validation_error
 from ...seeding import derive_seed
 from ...training.callbacks import Callback
 from ..backends import Backend, LocalBackend
