@@ -59,3 +59,15 @@ def test_the_schema_package_is_the_bottom_of_every_config():
     for section in ("evaluation", "training", "methods", "models", "data", "varhyper", "nas"):
         for p in (ROOT / section).rglob("*.py"):
             assert not any(m == "ensemblekit.config" or m.startswith("ensemblekit.config.") for m in _imports(p)), p
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """What one module shares with another is public (no ``from .x import _y``): a private name
+    can change without a look outside its module."""
+    offenders = []
+    for p in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                offenders += [f"{p.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders, offenders

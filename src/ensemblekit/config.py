@@ -16,7 +16,7 @@ from .data.registry import DATASETS
 from .errors import ConfigError
 from .evaluation.config import EvaluationConfig
 from .methods.base import METHODS
-from .models.registry import MODELS, _check_kwargs, import_factory, resolve_wrappers
+from .models.registry import MODELS, check_kwargs, import_factory, resolve_wrappers
 from .schema import StrictModel, apply_overrides, format_validation_error, load_config, load_yaml, parse_config, parse_yaml, set_paths
 from .training.config import TrainConfig
 
@@ -109,7 +109,7 @@ class ModelConfig(StrictModel):
         if (self.name is None) == (self.factory is None):
             raise ValueError("give exactly one of name (a registered model) or factory ('pkg.mod:fn')")
         fn = MODELS.get(self.name) if self.name is not None else import_factory(self.factory)  # type: ignore[arg-type]
-        _check_kwargs(fn, self.kwargs, f"model {self.name or self.factory!r}")
+        check_kwargs(fn, self.kwargs, f"model {self.name or self.factory!r}")
         active = resolve_wrappers(self.wrappers)
         object.__setattr__(self, "wrappers", {w.name: v for w, v in active})
         return self

@@ -516,7 +516,7 @@ class Ensemble:
         for gi, gmeta in enumerate(meta["groups"]):
             if not isinstance(gmeta, dict) or not {"spec", "frozen", "members"} <= set(gmeta):
                 raise DataError(f"{path}: malformed metadata of group {gi} (expected spec, frozen, members)")
-            template = _template(path, gi, gmeta["spec"], factory[gi] if isinstance(factory, Sequence) else factory, trust_factory).to(device)
+            template = rebuild_template(path, gi, gmeta["spec"], factory[gi] if isinstance(factory, Sequence) else factory, trust_factory).to(device)
             params, buffers = OrderedDict(), OrderedDict()
             for kind, names, out in (("param", [k for k, _ in template.named_parameters()], params),
                                      ("buffer", [k for k, _ in template.named_buffers()], buffers)):
@@ -552,7 +552,7 @@ def _largest_output_bytes(group: MemberGroup, x1: torch.Tensor) -> int:
     return max(largest)
 
 
-def _template(path: str, gi: int, spec: Any, factory: Callable[[], nn.Module] | None, trust: bool) -> nn.Module:
+def rebuild_template(path: str, gi: int, spec: Any, factory: Callable[[], nn.Module] | None, trust: bool) -> nn.Module:
     """The module a saved group is rebuilt on: registered specs from the registry, user ones by the caller."""
     if spec is not None and not isinstance(spec, dict):
         raise DataError(f"{path}: malformed model spec of group {gi}: {spec!r}")

@@ -282,18 +282,18 @@ def _block_layout(module: nn.Module) -> tuple[list[tuple[str, str]], list[tuple[
     or ``relu``; the layouts mirror the blocks' ``forward`` methods in
     :mod:`ensemblekit.models.resnet` and :mod:`ensemblekit.models.wrn`.
     """
-    from .models.resnet import _PreActBasic, _PreActBottleneck
-    from .models.wrn import _WideBasic
+    from .models.resnet import PreActBasic, PreActBottleneck
+    from .models.wrn import WideBasic
 
     kind = type(module)
-    if kind is _PreActBasic:
+    if kind is PreActBasic:
         main = [("mod", "bn1"), ("relu", ""), ("mod", "conv1"), ("mod", "bn2"), ("relu", ""), ("mod", "conv2"), ("mod", "drop_path")]
         return [], main, "downsample", False
-    if kind is _PreActBottleneck:
+    if kind is PreActBottleneck:
         main = [("mod", "bn1"), ("relu", ""), ("mod", "conv1"), ("mod", "bn2"), ("relu", ""), ("mod", "conv2"),
                 ("mod", "bn3"), ("relu", ""), ("mod", "conv3"), ("mod", "drop_path")]
         return [], main, "downsample", False
-    if kind is _WideBasic:
+    if kind is WideBasic:
         main = [("mod", "conv1"), ("mod", "bn2"), ("relu", ""), ("mod", "dropout"), ("mod", "conv2")]
         return [("mod", "bn1"), ("relu", "")], main, "shortcut", True
     return None

@@ -244,13 +244,13 @@ class SharedEnsemble:
     def load(cls, path: str, factory: Callable[[], nn.Module] | None = None, device: str | torch.device = "cpu",
              trust_factory: bool = False) -> "SharedEnsemble":
         """Rebuild a saved shared ensemble (registered base models only unless ``factory`` / ``trust_factory``)."""
-        from ..ensemble import _template
+        from ..ensemble import rebuild_template
         from . import batchensemble, masksembles, mimo  # noqa: F401  (register the transformations)
 
         tensors, meta = load_tensors(path, device=device)
         if not isinstance(meta, dict) or meta.get("format") != SHARED_FORMAT:
             raise DataError(f"{path}: not an ensemblekit shared-ensemble file")
-        base = _template(path, 0, meta.get("spec"), factory, trust_factory)
+        base = rebuild_template(path, 0, meta.get("spec"), factory, trust_factory)
         net = TRANSFORMS.get(str(meta.get("transform")))(base, **dict(meta.get("options") or {})).to(device)
         out = cls(net, str(meta["transform"]), meta.get("options") or {}, meta.get("spec"), meta.get("members"))
         out.load_state_tensors(tensors)

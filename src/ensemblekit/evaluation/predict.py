@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..metrics.diversity import _entropy
+from ..metrics.diversity import entropy_nats
 
 __all__ = ["uncertainty_of", "predict_array", "read_batches", "predict_file", "predictor_input_shape"]
 
@@ -41,7 +41,7 @@ def uncertainty_of(member_probs: torch.Tensor) -> dict[str, torch.Tensor]:
     p = member_probs.double()
     mean = p.mean(0)
     pred = mean.argmax(-1)
-    total, expected = _entropy(mean), _entropy(p).mean(0)
+    total, expected = entropy_nats(mean), entropy_nats(p).mean(0)
     return {"pred": pred, "probs": mean, "entropy": total, "expected_entropy": expected,
             "mutual_information": (total - expected).clamp_min(0.0),
             "disagreement": (p.argmax(-1) != pred.unsqueeze(0)).double().mean(0)}

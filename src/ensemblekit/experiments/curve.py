@@ -112,11 +112,11 @@ def run_curve(cfg: CurveConfig, run_dir: str, data: Data | None = None) -> dict[
     write_json(rd.file("curves.json"), results)
     md = summary_markdown(summary) + "\n\n" + markdown_table(["ensemble", "test error %"], [[k, f"{v:.2f}"] for k, v in ensembles.items()]) + "\n"
     atomic_write_text(rd.file("curve.md"), md)
-    _html(run_dir, f"Mode-connecting curves on {data.name}", md, cfg)
+    write_preset_html(run_dir, f"Mode-connecting curves on {data.name}", md, cfg)
     return results
 
 
-def _html(run_dir: str, title: str, md: str, cfg: Any) -> None:
+def write_preset_html(run_dir: str, title: str, md: str, cfg: Any) -> None:
     from ..report.html import write_html_report
     from .provenance import code_version
 

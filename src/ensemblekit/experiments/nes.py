@@ -159,9 +159,9 @@ def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Bac
     md += f"\n{note}" if note else ""
     atomic_write_text(os.path.join(run_dir, "nes.md"), md)
     write_nes_plots(runs, summary, run_dir)
-    from .curve import _html
+    from .curve import write_preset_html
 
-    _html(run_dir, "EdgeNES and its baselines", md, cfg)
+    write_preset_html(run_dir, "EdgeNES and its baselines", md, cfg)
     return {"runs": runs, "summary": summary}
 
 

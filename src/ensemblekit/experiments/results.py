@@ -49,7 +49,7 @@ ROW_FORMAT = "ensemblekit.row/1"
 _SUMMARY = ("accuracy", "error", "nll", "brier", "ece")
 
 
-def _tta(method: Method, data: Data) -> list[Any] | None:
+def method_tta(method: Method, data: Data) -> list[Any] | None:
     specs = method.train_config_.tta
     return build_tta(specs, data.input_shape) if specs else None
 
@@ -59,7 +59,7 @@ def evaluate_method(method: Method, data: Data, evaluation: Any = None) -> tuple
     method's ``train.tta`` transforms averaged as in training's validation (``None`` for a missing split);
     see :func:`evaluate_predictor`."""
     names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
-    return evaluate_predictor(method.ensemble_, data, evaluation, tta=_tta(method, data), tta_names=names)
+    return evaluate_predictor(method.ensemble_, data, evaluation, tta=method_tta(method, data), tta_names=names)
 
 
 def evaluate_predictor(ens: Any, data: Data, evaluation: Any = None, *, tta: Any = None,
@@ -175,7 +175,7 @@ def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, A
     from ..report.plots import reliability_diagram, size_curve_plot, training_curves
     from ..report.uncertainty_plots import run_plots
 
-    probs = predict_proba(method.ensemble_, data.test, _tta(method, data)).cpu()
+    probs = predict_proba(method.ensemble_, data.test, method_tta(method, data)).cpu()
     y = data.test.tensors()[1]
     cal = uncertainty.get("calibration")
     calibrated = scale_probs(probs.mean(0), cal["pool_then_calibrate"]["temperature"]) if cal else None

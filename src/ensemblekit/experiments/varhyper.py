@@ -152,7 +152,7 @@ def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None,
         from ..report.varhyper_plots import write_varhyper_plots
 
         results["plots"] = [str(p) for p in write_varhyper_plots(results, run_dir)]
-    from .curve import _html
+    from .curve import write_preset_html
 
-    _html(run_dir, f"Variational hypernetwork family on {data.name}", md, cfg)
+    write_preset_html(run_dir, f"Variational hypernetwork family on {data.name}", md, cfg)
     return results

@@ -69,7 +69,7 @@ class EdgeNES(NasMethod):
         """A budget of k single models retrains a pool of k architectures and keeps
         ``min(members, k)``. The architecture-finding cost (one DARTS search and the
         hypernetwork) is not in that budget: the row reports it (``details.find_s``)."""
-        return _pool_budget(budget, params)
+        return pool_budget(budget, params)
 
     def validate(self) -> None:
         super().validate()
@@ -106,7 +106,7 @@ class EdgeNES(NasMethod):
                 "hyper_history": [h for h in self.history_ if h.get("stage") == "hypernet"]}
 
 
-def _pool_budget(budget: int, params: dict[str, Any] | None) -> dict[str, Any] | None:
+def pool_budget(budget: int, params: dict[str, Any] | None) -> dict[str, Any] | None:
     """k single-model budgets retrain a pool of k architectures and keep ``min(members, k)``."""
     if budget < 1:
         return None

@@ -26,7 +26,7 @@ from ..nas.pool import deviation_pool, random_pool
 from ..seeding import derive_seed
 from ..training.config import TrainConfig
 from .base import register_method
-from .edgenes import _pool_budget
+from .edgenes import pool_budget
 from .nas import NasMethod, NasParams, PoolParams
 
 __all__ = ["DartsSingle", "RandomArchitecture", "DartsEnsemble", "DeepEnsDarts", "NesRS", "NesDeviation"]
@@ -64,7 +64,7 @@ class _PoolMethod(NasMethod):
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        return _pool_budget(budget, params)
+        return pool_budget(budget, params)
 
     def validate(self) -> None:
         super().validate()

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .classification import _check_labels, _check_probs, _f64
+from .classification import check_labels, check_probs, f64
 
 __all__ = ["fit_temperature", "fit_member_temperatures", "fit_vector_scaling", "scale_probs", "calibrated_nll",
            "calibrated_size_curve", "deep_ensemble_equivalent"]
@@ -76,8 +76,8 @@ def fit_temperature(probs: torch.Tensor, y: torch.Tensor) -> float:
     Example:
         >>> t = fit_temperature(ensemble.predict(data.val), data.val.y)
     """
-    probs = _f64(_check_probs(probs, ndim=2))
-    y = _check_labels(y, probs)
+    probs = f64(check_probs(probs, ndim=2))
+    y = check_labels(y, probs)
     return float(_fit_log_temperatures(probs.clamp_min(1e-12).log(), y).exp())
 
 
@@ -87,8 +87,8 @@ def fit_member_temperatures(logits: torch.Tensor, y: torch.Tensor) -> list[float
     Args:
         logits: members' logits ``(M, B, C)``. y: ``(B,)`` labels.
     """
-    logits = _f64(_check_probs(logits, ndim=3, name="logits"))
-    y = _check_labels(y, logits)
+    logits = f64(check_probs(logits, ndim=3, name="logits"))
+    y = check_labels(y, logits)
     return _fit_log_temperatures(logits, y).exp().tolist()
 
 
@@ -106,8 +106,8 @@ def fit_vector_scaling(probs: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -
     Returns:
         ``w`` and ``b``, each ``(C,)`` float64.
     """
-    probs = _f64(_check_probs(probs, ndim=2))
-    y = _check_labels(y, probs)
+    probs = f64(check_probs(probs, ndim=2))
+    y = check_labels(y, probs)
     z = probs.clamp_min(1e-12).log()
     w = torch.ones(z.shape[-1], dtype=z.dtype, requires_grad=True)
     b = torch.zeros(z.shape[-1], dtype=z.dtype, requires_grad=True)
@@ -122,7 +122,7 @@ def fit_vector_scaling(probs: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -
 
 def scale_probs(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(log probs / T)``: a distribution temperature-scaled after pooling, ``(..., B, C)``."""
-    return torch.softmax(_f64(probs).clamp_min(1e-12).log() / temperature, dim=-1)
+    return torch.softmax(f64(probs).clamp_min(1e-12).log() / temperature, dim=-1)
 
 
 def _scaled_nll(logp: torch.Tensor, y: torch.Tensor, temperature: float) -> float:
@@ -131,8 +131,8 @@ def _scaled_nll(logp: torch.Tensor, y: torch.Tensor, temperature: float) -> floa
 
 def calibrated_nll(probs: torch.Tensor, y: torch.Tensor, temperature: float) -> float:
     """NLL of ``softmax(log probs / T)``."""
-    probs = _f64(_check_probs(probs, ndim=2))
-    return _scaled_nll(probs.clamp_min(1e-12).log(), _check_labels(y, probs), temperature)
+    probs = f64(check_probs(probs, ndim=2))
+    return _scaled_nll(probs.clamp_min(1e-12).log(), check_labels(y, probs), temperature)
 
 
 def calibrated_size_curve(val: torch.Tensor, y_val: torch.Tensor, test: torch.Tensor, y_test: torch.Tensor) -> dict[str, list[float]]:

@@ -23,13 +23,13 @@ __all__ = ["accuracy", "nll", "brier", "ece", "reliability", "ensemble_mean"]
 # --------------------------------------------------------------------------- checks
 # Shared by diversity.py and summary.py; private to the metrics package.
 
-def _f64(x: torch.Tensor) -> torch.Tensor:
+def f64(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float64 (float32 on MPS, which has no float64)."""
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
     return x.to(dtype)
 
 
-def _float_tensor(value: Any, name: str, what: str) -> torch.Tensor:
+def float_tensor(value: Any, name: str, what: str) -> torch.Tensor:
     """``value`` (a tensor or anything NumPy reads) as a floating tensor, or a DataError naming ``name``."""
     if not isinstance(value, torch.Tensor):
         try:
@@ -41,9 +41,9 @@ def _float_tensor(value: Any, name: str, what: str) -> torch.Tensor:
     return value
 
 
-def _check_probs(probs: Any, *, ndim: int | None = None, name: str = "probs") -> torch.Tensor:
+def check_probs(probs: Any, *, ndim: int | None = None, name: str = "probs") -> torch.Tensor:
     """``probs`` as a floating tensor of shape ``(..., B, C)`` (exactly ``ndim``-D if given)."""
-    probs = _float_tensor(probs, name, " of probabilities")
+    probs = float_tensor(probs, name, " of probabilities")
     if ndim is not None and probs.dim() != ndim:
         expected = {2: "(B, C)", 3: "(M, B, C)"}.get(ndim, f"{ndim}-D")
         raise DataError(f"`{name}` must have shape {expected}, got shape {tuple(probs.shape)}")
@@ -56,7 +56,7 @@ def _check_probs(probs: Any, *, ndim: int | None = None, name: str = "probs") ->
     return probs
 
 
-def _check_labels(y: Any, probs: torch.Tensor, *, name: str = "y") -> torch.Tensor:
+def check_labels(y: Any, probs: torch.Tensor, *, name: str = "y") -> torch.Tensor:
     """``y`` as int64 class indices of shape ``(B,)`` in ``[0, C)`` on ``probs``' device."""
     if not isinstance(y, torch.Tensor):
         try:
@@ -79,12 +79,12 @@ def _check_labels(y: Any, probs: torch.Tensor, *, name: str = "y") -> torch.Tens
     return y.to(device=probs.device, dtype=torch.int64)
 
 
-def _check_values(probs: torch.Tensor, *, name: str = "probs", atol: float = 1e-3) -> None:
+def check_values(probs: torch.Tensor, *, name: str = "probs", atol: float = 1e-3) -> None:
     """Raise unless ``probs`` are finite, in [0, 1] and sum to 1 over the last axis."""
     lo, hi = (float(v) for v in torch.aminmax(probs.detach()))  # NaN propagates into min/max
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise DataError(f"`{name}` must be finite, got NaN or infinite values")
-    sums = probs.detach().sum(-1, dtype=_f64(probs).dtype)
+    sums = probs.detach().sum(-1, dtype=f64(probs).dtype)
     slo, shi = (float(v) for v in torch.aminmax(sums))
     if lo < -atol or hi > 1 + atol or slo < 1 - atol or shi > 1 + atol:
         raise DataError(
@@ -93,13 +93,13 @@ def _check_values(probs: torch.Tensor, *, name: str = "probs", atol: float = 1e-
         )
 
 
-def _check_n_bins(n_bins: Any) -> int:
+def check_n_bins(n_bins: Any) -> int:
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ConfigError(f"`n_bins` must be an integer >= 1, got {n_bins!r}")
     return int(n_bins)
 
 
-def _check_eps(eps: Any) -> float:
+def check_eps(eps: Any) -> float:
     if not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise ConfigError(f"`eps` must be a number in (0, 1), got {eps!r}")
     return float(eps)
@@ -128,8 +128,8 @@ def ensemble_mean(probs: torch.Tensor) -> torch.Tensor:
         >>> ensemble_mean(torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]]))
         tensor([[0.5000, 0.5000]])
     """
-    probs = _check_probs(probs, ndim=3)
-    return _f64(probs).mean(0).to(probs.dtype)
+    probs = check_probs(probs, ndim=3)
+    return f64(probs).mean(0).to(probs.dtype)
 
 
 def accuracy(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -145,9 +145,9 @@ def accuracy(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Raises:
         DataError: bad shapes, dtypes or labels out of range.
     """
-    probs = _check_probs(probs)
-    y = _check_labels(y, probs)
-    return (probs.argmax(-1) == y).to(_f64(probs).dtype).mean(-1)
+    probs = check_probs(probs)
+    y = check_labels(y, probs)
+    return (probs.argmax(-1) == y).to(f64(probs).dtype).mean(-1)
 
 
 def nll(probs: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -166,10 +166,10 @@ def nll(probs: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> torch.Tenso
         DataError: bad shapes, dtypes or labels out of range.
         ConfigError: ``eps`` outside (0, 1).
     """
-    eps = _check_eps(eps)
-    probs = _check_probs(probs)
-    y = _check_labels(y, probs)
-    p_true = _f64(probs.gather(-1, _onehot_labels(y, probs)).squeeze(-1))
+    eps = check_eps(eps)
+    probs = check_probs(probs)
+    y = check_labels(y, probs)
+    p_true = f64(probs.gather(-1, _onehot_labels(y, probs)).squeeze(-1))
     return -p_true.clamp_min(eps).log().mean(-1)
 
 
@@ -190,9 +190,9 @@ def brier(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Raises:
         DataError: bad shapes, dtypes or labels out of range.
     """
-    probs = _check_probs(probs)
-    y = _check_labels(y, probs)
-    p_true = _f64(probs.gather(-1, _onehot_labels(y, probs)).squeeze(-1))
+    probs = check_probs(probs)
+    y = check_labels(y, probs)
+    p_true = f64(probs.gather(-1, _onehot_labels(y, probs)).squeeze(-1))
     # sum_c (p_c - 1[c=y])^2 = sum_c p_c^2 - 2 p_y + 1, without materialising a one-hot;
     # the squares keep the input's precision, their sum is accumulated in float64.
     sq = probs.square().sum(-1, dtype=p_true.dtype)
@@ -207,7 +207,7 @@ def _bin_stats(probs: torch.Tensor, y: torch.Tensor, n_bins: int):
     bin_dtype = torch.promote_types(conf.dtype, torch.float32)
     inner = (torch.arange(1, n_bins, dtype=torch.float64, device=probs.device) / n_bins).to(bin_dtype)
     idx = torch.bucketize(conf.to(bin_dtype).contiguous(), inner, right=False)  # bins (lo, hi], 0 in bin 0
-    conf64 = _f64(conf)
+    conf64 = f64(conf)
     zeros = conf64.new_zeros(*conf.shape[:-1], n_bins)
     counts = zeros.scatter_add(-1, idx, torch.ones_like(conf64))
     sum_conf = zeros.scatter_add(-1, idx, conf64)
@@ -238,9 +238,9 @@ def ece(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
         >>> ece(torch.tensor([[0.8, 0.2], [0.4, 0.6]]), torch.tensor([0, 0]), n_bins=5)
         tensor(0.4000, dtype=torch.float64)
     """
-    n_bins = _check_n_bins(n_bins)
-    probs = _check_probs(probs)
-    y = _check_labels(y, probs)
+    n_bins = check_n_bins(n_bins)
+    probs = check_probs(probs)
+    y = check_labels(y, probs)
     _, sum_conf, sum_acc = _bin_stats(probs, y, n_bins)
     # (n_k / B) |sum_acc/n_k - sum_conf/n_k| = |sum_acc - sum_conf| / B; empty bins give 0.
     return (sum_acc - sum_conf).abs().sum(-1) / probs.shape[-2]
@@ -266,9 +266,9 @@ def reliability(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[
         DataError: ``probs`` not 2-D, bad labels.
         ConfigError: ``n_bins`` < 1.
     """
-    n_bins = _check_n_bins(n_bins)
-    probs = _check_probs(probs, ndim=2)
-    y = _check_labels(y, probs)
+    n_bins = check_n_bins(n_bins)
+    probs = check_probs(probs, ndim=2)
+    y = check_labels(y, probs)
     counts, sum_conf, sum_acc = (t.detach().cpu().double().numpy() for t in _bin_stats(probs, y, n_bins))
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(counts > 0, sum_conf / counts, np.nan)

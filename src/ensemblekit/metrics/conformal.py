@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from .classification import _check_labels, _check_probs, _check_values
+from .classification import check_labels, check_probs, check_values
 
 __all__ = ["CONFORMAL_SCORES", "class_scores", "conformal_quantile", "prediction_sets", "split_conformal"]
 
@@ -102,8 +102,8 @@ def class_scores(
     """
     score = _check_score(score)
     lam, k_reg = _check_reg(lam, k_reg)
-    probs = _check_probs(probs, ndim=2)
-    _check_values(probs)
+    probs = check_probs(probs, ndim=2)
+    check_values(probs)
     p = probs.detach()
     if p.device.type == "mps":  # thresholds need float64, which MPS lacks: compute on the CPU there
         p = p.cpu()
@@ -243,17 +243,17 @@ def split_conformal(
     lam, k_reg = _check_reg(lam, k_reg)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"`seed` must be an integer, got {seed!r}")
-    probs_cal = _check_probs(probs_cal, ndim=2, name="probs_cal")
-    probs_test = _check_probs(probs_test, ndim=2, name="probs_test")
-    _check_values(probs_cal, name="probs_cal")
-    _check_values(probs_test, name="probs_test")
+    probs_cal = check_probs(probs_cal, ndim=2, name="probs_cal")
+    probs_test = check_probs(probs_test, ndim=2, name="probs_test")
+    check_values(probs_cal, name="probs_cal")
+    check_values(probs_test, name="probs_test")
     if probs_cal.shape[1] != probs_test.shape[1]:
         raise DataError(
             f"`probs_cal` and `probs_test` must have the same number of classes, got {probs_cal.shape[1]} and "
             f"{probs_test.shape[1]}"
         )
-    y_cal = _check_labels(y_cal, probs_cal, name="y_cal")
-    y_test = _check_labels(y_test, probs_test, name="y_test")
+    y_cal = check_labels(y_cal, probs_cal, name="y_cal")
+    y_test = check_labels(y_test, probs_test, name="y_test")
     (n_cal, c), n_test = probs_cal.shape, probs_test.shape[0]
     u_cal = torch.rand(n_cal, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
     u_test = torch.rand(n_test, generator=torch.Generator().manual_seed(int(seed) + 1), dtype=torch.float64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .classification import _check_eps, _check_labels, _check_probs, _f64, nll
+from .classification import check_eps, check_labels, check_probs, f64, nll
 
 __all__ = ["disagreement", "pairwise_kl", "ambiguity", "entropy_decomposition"]
 
@@ -35,9 +35,9 @@ def disagreement(probs: torch.Tensor) -> torch.Tensor:
         >>> disagreement(p)
         tensor(1., dtype=torch.float64)
     """
-    probs = _check_probs(probs, ndim=3)
+    probs = check_probs(probs, ndim=3)
     M, B, C = probs.shape
-    out_dtype = _f64(probs).dtype
+    out_dtype = f64(probs).dtype
     if M < 2:
         return torch.zeros((), dtype=out_dtype, device=probs.device)
     preds = probs.argmax(-1).t()  # (B, M)
@@ -63,10 +63,10 @@ def pairwise_kl(probs: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
         DataError: ``probs`` is not a 3-D floating tensor.
         ConfigError: ``eps`` outside (0, 1).
     """
-    eps = _check_eps(eps)
-    probs = _check_probs(probs, ndim=3)
+    eps = check_eps(eps)
+    probs = check_probs(probs, ndim=3)
     M = probs.shape[0]
-    p = _f64(probs)
+    p = f64(probs)
     if M < 2:
         return torch.zeros((), dtype=p.dtype, device=p.device)
     logp = p.clamp_min(eps).log()
@@ -91,13 +91,13 @@ def ambiguity(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Raises:
         DataError: bad shapes, dtypes or labels out of range.
     """
-    probs = _check_probs(probs, ndim=3)
-    y = _check_labels(y, probs)
-    p = _f64(probs)
+    probs = check_probs(probs, ndim=3)
+    y = check_labels(y, probs)
+    p = f64(probs)
     return nll(p, y).mean() - nll(p.mean(0), y)
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
+def entropy_nats(p: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(-1)
 
 
@@ -117,8 +117,8 @@ def entropy_decomposition(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     Raises:
         DataError: ``probs`` is not a 3-D floating tensor.
     """
-    probs = _check_probs(probs, ndim=3)
-    p = _f64(probs)
-    total = _entropy(p.mean(0)).mean()
-    expected = _entropy(p).mean()
+    probs = check_probs(probs, ndim=3)
+    p = f64(probs)
+    total = entropy_nats(p.mean(0)).mean()
+    expected = entropy_nats(p).mean()
     return {"total": total, "expected": expected, "mutual_information": total - expected}

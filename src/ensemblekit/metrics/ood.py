@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from .classification import _check_probs, _check_values, _f64, _float_tensor
-from .diversity import _entropy
+from .classification import check_probs, check_values, f64, float_tensor
+from .diversity import entropy_nats
 
 __all__ = ["SCORES", "PROB_SCORES", "uncertainty_scores", "detection_metrics", "detection_curves"]
 
@@ -45,7 +45,7 @@ def _check_score_names(scores: Any) -> tuple[str, ...]:
 
 
 def _check_logits(logits: Any, probs: torch.Tensor) -> torch.Tensor:
-    logits = _float_tensor(logits, "logits", "")
+    logits = float_tensor(logits, "logits", "")
     if tuple(logits.shape) != tuple(probs.shape):
         raise DataError(
             f"`logits` must have the shape of `probs` (M, N, C) = {tuple(probs.shape)}, got shape {tuple(logits.shape)}"
@@ -101,26 +101,26 @@ def uncertainty_scores(
         tensor([-0.7000], dtype=torch.float64)
     """
     names = _check_score_names(scores)
-    probs = _check_probs(probs, ndim=3)
-    _check_values(probs)
+    probs = check_probs(probs, ndim=3)
+    check_values(probs)
     needs_logits = [s for s in names if s in _LOGIT_SCORES]
     if needs_logits and logits is None:
         raise ConfigError(
             f"score(s) {needs_logits} need `logits` of shape (M, N, C); pass logits, or request only "
             f"probability-based scores {PROB_SCORES}"
         )
-    p = _f64(probs)
+    p = f64(probs)
     pbar = p.mean(0)
     out: dict[str, torch.Tensor] = {}
-    total = _entropy(pbar) if ("entropy" in names or "mi" in names) else None
-    zbar = _f64(_check_logits(logits, probs)).mean(0) if needs_logits else None
+    total = entropy_nats(pbar) if ("entropy" in names or "mi" in names) else None
+    zbar = f64(_check_logits(logits, probs)).mean(0) if needs_logits else None
     for name in names:
         if name == "msp":
             out[name] = -pbar.max(-1).values
         elif name == "entropy":
             out[name] = total
         elif name == "mi":
-            out[name] = (total - _entropy(p).mean(0)).clamp_min(0.0)
+            out[name] = (total - entropy_nats(p).mean(0)).clamp_min(0.0)
         elif name == "energy":
             out[name] = -torch.logsumexp(zbar, dim=-1)
         else:  # max_logit

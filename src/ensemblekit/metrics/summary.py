@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from .classification import (
-    _check_labels,
-    _check_n_bins,
-    _check_probs,
-    _check_values,
-    _f64,
+    check_labels,
+    check_n_bins,
+    check_probs,
+    check_values,
+    f64,
     accuracy,
     brier,
     ece,
@@ -43,7 +43,7 @@ def _metrics(probs: torch.Tensor, y: torch.Tensor, n_bins: int) -> dict[str, tor
 
 
 def _size_curve(probs: torch.Tensor, y: torch.Tensor, n_bins: int) -> dict[str, list]:
-    p = _f64(probs)
+    p = f64(probs)
     M = p.shape[0]
     k = torch.arange(1, M + 1, dtype=p.dtype, device=p.device).view(M, 1, 1)
     prefix_means = p.cumsum(0) / k  # (M, B, C): row k-1 is the ensemble of members 0..k-1
@@ -76,10 +76,10 @@ def size_curve(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> dict[s
         >>> curve = size_curve(probs, y)
         >>> curve["error"][-1]  # the full ensemble's test error, in percent
     """
-    n_bins = _check_n_bins(n_bins)
-    probs = _check_probs(probs, ndim=3)
-    y = _check_labels(y, probs)
-    _check_values(probs)
+    n_bins = check_n_bins(n_bins)
+    probs = check_probs(probs, ndim=3)
+    y = check_labels(y, probs)
+    check_values(probs)
     return _size_curve(probs, y, n_bins)
 
 
@@ -117,10 +117,10 @@ def evaluate_probs(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> di
         >>> res = evaluate_probs(torch.stack([m(x).softmax(-1) for m in models]), y)
         >>> res["error"], res["member_mean"]["error"], res["diversity"]["disagreement"]
     """
-    n_bins = _check_n_bins(n_bins)
-    probs = _check_probs(probs, ndim=3)
-    y = _check_labels(y, probs)
-    _check_values(probs)
+    n_bins = check_n_bins(n_bins)
+    probs = check_probs(probs, ndim=3)
+    y = check_labels(y, probs)
+    check_values(probs)
     M, B, C = probs.shape
 
     member = _metrics(probs, y, n_bins)  # each (M,)

@@ -106,7 +106,7 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def _check_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], what: str) -> None:
+def check_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], what: str) -> None:
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -131,7 +131,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         >>> net = create_model("cnn1d", input_shape=(1, 40), num_classes=10)
     """
     builder = MODELS.get(name)
-    _check_kwargs(builder, kwargs, f"model {name!r}")
+    check_kwargs(builder, kwargs, f"model {name!r}")
     return builder(**kwargs)
 
 
@@ -265,10 +265,10 @@ def _base_factory(model: Mapping[str, Any], data_args: Mapping[str, Any]) -> Mod
         name = str(model["name"]).lower()
         builder = MODELS.get(name)
         kwargs = _with_data_args(builder, kwargs, data_args)
-        _check_kwargs(builder, kwargs, f"model {name!r}")
+        check_kwargs(builder, kwargs, f"model {name!r}")
         return ModelFactory(lambda: builder(**kwargs), _json_spec({"name": name, "kwargs": kwargs}), name)
     path = str(model["factory"])
     fn = import_factory(path)
     kwargs = _with_data_args(fn, kwargs, data_args)
-    _check_kwargs(fn, kwargs, f"model factory {path!r}")
+    check_kwargs(fn, kwargs, f"model factory {path!r}")
     return ModelFactory(lambda: fn(**kwargs), _json_spec({"factory": path, "kwargs": kwargs}), path)

@@ -37,7 +37,7 @@ def valid_resnet_depths() -> list[int]:
     return basic + bottleneck
 
 
-class _PreActBasic(nn.Module):
+class PreActBasic(nn.Module):
     """BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the (projected) input."""
 
     expansion = 1
@@ -58,7 +58,7 @@ class _PreActBasic(nn.Module):
         return self.drop_path(out) + shortcut
 
 
-class _PreActBottleneck(nn.Module):
+class PreActBottleneck(nn.Module):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1 to 4x planes, plus the input."""
 
     expansion = 4
@@ -146,9 +146,9 @@ def resnet(
     stochastic_depth = check_probability(stochastic_depth, "stochastic_depth", "resnet")
     depth, width = int(depth), int(width)
     if depth < _BOTTLENECK_FROM:
-        block, n = _PreActBasic, (depth - 2) // 6
+        block, n = PreActBasic, (depth - 2) // 6
     else:
-        block, n = _PreActBottleneck, (depth - 2) // 9
+        block, n = PreActBottleneck, (depth - 2) // 9
     rates = iter(drop_path_rates(stochastic_depth, 3 * n))
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["stem"] = conv_nd(dims, shape[0], width, 3, padding=1, bias=False)

@@ -26,7 +26,7 @@ from .registry import register_model
 __all__ = ["wrn"]
 
 
-class _WideBasic(nn.Module):
+class WideBasic(nn.Module):
     """BN-ReLU-conv3x3 (stride), BN-ReLU-dropout-conv3x3, plus the input.
 
     Where the shape changes, the shortcut is a 1x1 conv applied to the *activated* input
@@ -103,7 +103,7 @@ def wrn(
     for stage, (out_ch, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2)), start=1):
         blocks = []
         for i in range(n):
-            blocks.append(_WideBasic(dims, in_ch, out_ch, stride if i == 0 else 1, dropout))
+            blocks.append(WideBasic(dims, in_ch, out_ch, stride if i == 0 else 1, dropout))
             in_ch = out_ch
         layers[f"stage{stage}"] = nn.Sequential(*blocks)
     layers["bn"] = bn_nd(dims, in_ch)

@@ -34,7 +34,7 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _cell(values: list[float] | None, digits: int) -> str:
+def mean_std_cell(values: list[float] | None, digits: int) -> str:
     if not values:
         return "—"
     m, s = mean_std(values)
@@ -99,7 +99,7 @@ def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets:
         beyond = sum(math.isinf(v) for v in values)
         if beyond == len(values):
             return f"> {k_max}"
-        finite = _cell([v for v in values if not math.isinf(v)], 2)
+        finite = mean_std_cell([v for v in values if not math.isinf(v)], 2)
         return finite if not beyond else f"{finite}; > {k_max} in {beyond}/{len(values)} seeds"
 
     return [[m, *[cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
@@ -123,7 +123,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str
     header = ["method", *[f"{b}B" for b in budgets]]
     for name, fn, digits in specs:
         g = grid(rows, fn)
-        body = [[m, *[_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
+        body = [[m, *[mean_std_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
         parts += [f"## {name}", "", markdown_table(header, body), ""]
     costs = [
         ("Parameters", lambda r: r["cost"]["parameters"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable, Mapping, Sequence
 
-from .tables import _cell, grid, markdown_table, mean_std
+from .tables import mean_std_cell, grid, markdown_table, mean_std
 
 __all__ = ["uncertainty_markdown"]
 
@@ -29,7 +29,7 @@ def _budget_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], bud
     if not ok:
         return None
     g = grid(ok, lambda r: float(fn(r)))
-    body = [[m, *[_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
+    body = [[m, *[mean_std_cell(g.get((m, b)), digits) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
     return markdown_table(["method", *[f"{b}B" for b in budgets]], body)
 
 
@@ -44,7 +44,7 @@ def _columns_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], co
                 vals[(r["method"], name)].append(float(v))
     if not vals:
         return None
-    body = [[m, *[_cell(vals.get((m, c)), digits) for c, _ in columns]] for m in methods if any((m, c) in vals for c, _ in columns)]
+    body = [[m, *[mean_std_cell(vals.get((m, c)), digits) for c, _ in columns]] for m in methods if any((m, c) in vals for c, _ in columns)]
     return markdown_table(["method", *[c for c, _ in columns]], body)
 
 

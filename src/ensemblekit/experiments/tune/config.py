@@ -19,10 +19,10 @@ from ...schema import StrictModel
 __all__ = ["ParamSpec", "PruneConfig", "RefineConfig", "SearchSpace", "TuneConfig"]
 
 
-_SCALARS = (type(None), bool, int, float, str)
-_METRIC_KEY = {"val_acc": "accuracy", "val_nll": "nll"}
+SCALARS = (type(None), bool, int, float, str)
+METRIC_KEY = {"val_acc": "accuracy", "val_nll": "nll"}
 _DIRECTION = {"val_acc": "maximize", "val_nll": "minimize"}
-_STAGES = ("coarse", "refine")
+STAGES = ("coarse", "refine")
 
 
 # ---------------------------------------------------------------------- config
@@ -50,7 +50,7 @@ class ParamSpec(StrictModel):
             extra = [k for k in ("low", "high", "step", "grid") if getattr(self, k) is not None] + (["log"] if self.log else [])
             if extra:
                 raise ValueError(f"a categorical parameter takes only `choices`, got also {extra}")
-            keys = [_encode(c) for c in self.choices]
+            keys = [encode_choice(c) for c in self.choices]
             if len(set(keys)) != len(keys):
                 raise ValueError(f"categorical choices must be distinct, got {self.choices}")
             return self
@@ -81,7 +81,7 @@ class ParamSpec(StrictModel):
     def grid_values(self) -> list[Any] | None:
         """The values the grid sampler visits (encoded choices), or ``None`` when the range has none."""
         if self.type == "categorical":
-            return [_encode(c) for c in self.choices or []]
+            return [encode_choice(c) for c in self.choices or []]
         if self.grid is not None:
             return list(dict.fromkeys(int(v) if self.type == "int" else float(v) for v in self.grid))
         if self.type == "int" and self.step is not None:
@@ -91,7 +91,7 @@ class ParamSpec(StrictModel):
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         """Sample this parameter in ``trial``; returns the value to put in the config."""
         if self.type == "categorical":
-            keys = [_encode(c) for c in self.choices or []]
+            keys = [encode_choice(c) for c in self.choices or []]
             return dict(zip(keys, self.choices or []))[trial.suggest_categorical(name, keys)]
         if self.type == "int":
             return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)  # type: ignore[arg-type]
@@ -100,8 +100,8 @@ class ParamSpec(StrictModel):
     def encode_if_valid(self, value: Any) -> tuple[bool, Any]:
         """``(True, stored value)`` when ``value`` lies in this space, else ``(False, None)``."""
         if self.type == "categorical":
-            keys = [_encode(c) for c in self.choices or []]
-            key = _encode(value)
+            keys = [encode_choice(c) for c in self.choices or []]
+            key = encode_choice(value)
             return (key in keys, key if key in keys else None)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return False, None
@@ -111,7 +111,7 @@ class ParamSpec(StrictModel):
     def decode(self, value: Any) -> Any:
         """An optuna-stored value back to the config value (categorical choices are stored as keys)."""
         if self.type == "categorical":
-            return dict(zip((_encode(c) for c in self.choices or []), self.choices or [])).get(value, value)
+            return dict(zip((encode_choice(c) for c in self.choices or []), self.choices or [])).get(value, value)
         return value
 
     def candidates(self) -> list[Any]:
@@ -121,9 +121,9 @@ class ParamSpec(StrictModel):
         return list(dict.fromkeys([self.low, self.high, *(self.grid or [])]))
 
 
-def _encode(choice: Any) -> Any:
+def encode_choice(choice: Any) -> Any:
     """Optuna stores scalars only: a list/mapping choice is keyed by its one-line YAML."""
-    if isinstance(choice, _SCALARS):
+    if isinstance(choice, SCALARS):
         return choice
     return yaml.safe_dump(choice, default_flow_style=True, sort_keys=True).strip()
 
@@ -253,7 +253,7 @@ class TuneConfig(StrictModel):
         base = info.data.get("base")
         if base is None:
             return v
-        raw, full = _raw(base)
+        raw, full = raw_base(base)
         for name, spec in v.params.items():
             for value in spec.candidates():
                 try:
@@ -271,17 +271,17 @@ def _default_option(dataset: str, option: str) -> Any:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def _raw(base: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def raw_base(base: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """The base as the user wrote it (set fields only) and fully resolved (to fill missing parents)."""
     return base.model_dump(exclude_unset=True), base.model_dump()
 
 
-def _interrupted(t: FrozenTrial) -> bool:
+def was_interrupted(t: FrozenTrial) -> bool:
     """A trial that did not finish on its own: left running by a killed process, or stopped
     by Ctrl-C or an unexpected exception (failed without a recorded error)."""
     return t.state == TrialState.RUNNING or (t.state == TrialState.FAIL and "error" not in t.user_attrs)
 
 
-def _name_of(obj: Any) -> str:
+def name_of(obj: Any) -> str:
     """JSON stand-in for a callable in a config (an optimizer factory, a schedule)."""
     return getattr(obj, "__qualname__", type(obj).__name__)

@@ -18,14 +18,14 @@ from ...errors import TrainingError
 from ...report.plots import new_figure, save_figure
 from ...report.tables import markdown_table
 from ...serialization import atomic_write_text, write_json
-from .config import _SCALARS, _STAGES, ParamSpec, TuneConfig, _encode, _interrupted, _name_of, _raw
+from .config import SCALARS, STAGES, ParamSpec, TuneConfig, encode_choice, was_interrupted, name_of, raw_base
 
 __all__ = ["write_report", "format_trial"]
 
 
-def _record(t: FrozenTrial, stage: str, params: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> dict[str, Any]:
+def trial_record(t: FrozenTrial, stage: str, params: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> dict[str, Any]:
     values = {**fixed, **{k: params[k].decode(v) if k in params else v for k, v in t.params.items()}}
-    error, interrupted = t.user_attrs.get("error"), _interrupted(t)
+    error, interrupted = t.user_attrs.get("error"), was_interrupted(t)
     if interrupted:
         error = f"interrupted ({t.user_attrs.get('interrupted', 'process killed')}); retried"
     return {
@@ -55,11 +55,11 @@ def format_trial(rec: Mapping[str, Any], metric: str) -> str:
 def _fmt(v: Any, full: bool = False) -> str:
     if isinstance(v, float):
         return repr(v) if full else f"{v:.4g}"
-    return str(v) if isinstance(v, _SCALARS) else _encode(v)
+    return str(v) if isinstance(v, SCALARS) else encode_choice(v)
 
 
 # ---------------------------------------------------------------------- entry point
-def _best(records: Sequence[Mapping[str, Any]], direction: str) -> Mapping[str, Any] | None:
+def best_record(records: Sequence[Mapping[str, Any]], direction: str) -> Mapping[str, Any] | None:
     """The best completed record; ties go to the earlier trial (coarse before refine)."""
     done = [r for r in records if r["state"] == "COMPLETE"]
     if not done:
@@ -74,9 +74,9 @@ def _best(records: Sequence[Mapping[str, Any]], direction: str) -> Mapping[str, 
 def write_report(cfg: TuneConfig, out: str, stages: Sequence[tuple[str, optuna.Study, Mapping[str, Any]]]) -> dict[str, Any]:
     """Write trials.csv, trials.md, best.yaml, best.json and objective_vs_params.png; returns the summary."""
     search = cfg.search
-    records = [_record(t, stage, search.params, fixed) for stage, study, fixed in stages
+    records = [trial_record(t, stage, search.params, fixed) for stage, study, fixed in stages
                for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
-    best = _best(records, search.direction)
+    best = best_record(records, search.direction)
     names = list(search.params)
     header = ["stage", "number", "state", search.metric, "duration_s", *names, "error"]
     buf = io.StringIO()
@@ -91,9 +91,9 @@ def write_report(cfg: TuneConfig, out: str, stages: Sequence[tuple[str, optuna.S
     _plot(cfg, out, records, best)
     if best is None:
         raise TrainingError(f"no trial completed ({len(records)} failed or were pruned); see {out}/trials.md")
-    raw, full = _raw(cfg.base)
+    raw, full = raw_base(cfg.base)
     best_cfg = RunConfig(**set_paths(raw, best["params"], full))
-    resolved = best_cfg.model_dump(mode="json", exclude_none=True, fallback=_name_of)
+    resolved = best_cfg.model_dump(mode="json", exclude_none=True, fallback=name_of)
     config_path = os.path.join(out, "best.yaml")
     atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
     summary = {
@@ -124,7 +124,7 @@ def _write_markdown(cfg: TuneConfig, out: str, records: list[dict[str, Any]], be
     lines = [f"# Hyperparameter search `{cfg.name}`", "",
              f"{search.metric} ({search.direction}) on the validation split; sampler {search.sampler}, "
              f"pruning {'on' if search.prune.enabled else 'off'}.", ""]
-    for stage in _STAGES:
+    for stage in STAGES:
         rs = [r for r in records if r["stage"] == stage]
         if rs:
             counts = ", ".join(f"{n} {state.lower()}" for state, n in _counts(rs).items())
@@ -156,9 +156,9 @@ def _plot(cfg: TuneConfig, out: str, records: list[dict[str, Any]], best: Mappin
     for ax, (name, spec) in zip(axes, params.items()):
         def x_of(r: Mapping[str, Any]) -> float:
             v = r["params"][name]
-            return float([_encode(c) for c in spec.choices or []].index(_encode(v))) if spec.type == "categorical" else float(v)
+            return float([encode_choice(c) for c in spec.choices or []].index(encode_choice(v))) if spec.type == "categorical" else float(v)
 
-        for i, stage in enumerate(_STAGES):
+        for i, stage in enumerate(STAGES):
             rs = [r for r in done if r["stage"] == stage and name in r["params"]]
             if rs:
                 ax.scatter([x_of(r) for r in rs], [r["value"] for r in rs], s=18, alpha=0.75, color=f"C{i}",

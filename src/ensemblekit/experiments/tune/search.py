@@ -42,10 +42,10 @@ from ...seeding import derive_seed
 from ...training.callbacks import Callback
 from ..backends import Backend, LocalBackend
 from ..run import run_training
-from .config import _METRIC_KEY, ParamSpec, TuneConfig, _interrupted, _name_of, _raw
+from .config import METRIC_KEY, ParamSpec, TuneConfig, was_interrupted, name_of, raw_base
 from .optuna_glue import TrialReporter, make_sampler
 from .space import refine_space
-from .report import _best, _record, format_trial, write_report
+from .report import best_record, trial_record, format_trial, write_report
 
 __all__ = ["TrialReporter", "run_tune", "tune_trial"]  # TrialReporter re-exported from .optuna_glue
 
@@ -94,7 +94,7 @@ class _Search:
                  backend: Backend | None = None) -> None:
         self.cfg, self.out, self.data, self.callbacks, self.progress = cfg, out, data, list(callbacks), progress
         self.backend = None if backend is None or isinstance(backend, LocalBackend) else backend
-        self.raw, self.full = _raw(cfg.base)
+        self.raw, self.full = raw_base(cfg.base)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.storage = optuna.storages.RDBStorage(
@@ -129,7 +129,7 @@ class _Search:
         trials = study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get("retry_of") for t in trials}
         for t in trials:
-            if _interrupted(t) and t.number not in retried:
+            if was_interrupted(t) and t.number not in retried:
                 shutil.rmtree(self.trial_dir(stage, t.number), ignore_errors=True)
                 if t.params:
                     study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
@@ -149,7 +149,7 @@ class _Search:
             baseline = _baseline_params(space, self.full)
             if baseline is not None:
                 study.enqueue_trial(baseline, user_attrs={"baseline": True})
-        remaining = n_trials - sum(1 for t in trials if t.state.is_finished() and not _interrupted(t))
+        remaining = n_trials - sum(1 for t in trials if t.state.is_finished() and not was_interrupted(t))
         if remaining <= 0:
             return study
         # A resumed random/TPE search must not replay its first draws: seed by how many trials
@@ -237,7 +237,7 @@ class _Search:
         try:
             run_cfg = RunConfig(**set_paths(self.raw, {**fixed, **params}, self.full))
             results = run_training(run_cfg, run_dir, resume=bool(left), data=self.data, callbacks=[reporter, *self.callbacks], plots=False)
-            value = float(results["val"][_METRIC_KEY[self.cfg.search.metric]])
+            value = float(results["val"][METRIC_KEY[self.cfg.search.metric]])
             if not math.isfinite(value):
                 raise TrainingError(f"the validation {self.cfg.search.metric} is {value}")
         except optuna.TrialPruned:
@@ -253,7 +253,7 @@ class _Search:
         else:
             study.tell(trial, value)
         if self.progress is not None:
-            record = _record(study.get_trials(deepcopy=False)[trial.number], stage, self.cfg.search.params, fixed)
+            record = trial_record(study.get_trials(deepcopy=False)[trial.number], stage, self.cfg.search.params, fixed)
             with self.lock:
                 self.progress(record)
         return trial.number
@@ -273,7 +273,7 @@ def tune_trial(spec: Mapping[str, Any], *, cfg: TuneConfig, out: str, data: Data
         study = ctx.open_study(spec["stage"], spec["fingerprint"])
         study.sampler = make_sampler(spec["sampler"], space, int(spec["seed"]))
         number = ctx.run_trial(study, spec["stage"], space, spec["fixed"], slot=str(spec["key"]))
-        return _record(study.get_trials(deepcopy=False)[number], spec["stage"], cfg.search.params, spec["fixed"])
+        return trial_record(study.get_trials(deepcopy=False)[number], spec["stage"], cfg.search.params, spec["fixed"])
     finally:
         ctx.storage.engine.dispose()
 
@@ -281,7 +281,7 @@ def tune_trial(spec: Mapping[str, Any], *, cfg: TuneConfig, out: str, data: Data
 
 def _fingerprint_base(base: RunConfig) -> dict[str, Any]:
     """What the user set in base (not defaults, so a new field in a later version still resumes)."""
-    d = base.model_dump(mode="json", exclude_unset=True, fallback=_name_of)
+    d = base.model_dump(mode="json", exclude_unset=True, fallback=name_of)
     for key in ("progress", "device"):  # how a trial is shown or placed, not what it computes
         d.get("train", {}).pop(key, None)
     for key in ("out", "name"):
@@ -342,7 +342,7 @@ def run_tune(
     try:
         coarse = ctx.run_stage("coarse", dict(search.params), {}, search.stage_trials, search.sampler)
         stages: list[tuple[str, optuna.Study, Mapping[str, Any]]] = [("coarse", coarse, {})]
-        best = _best([_record(t, "coarse", search.params, {}) for t in coarse.get_trials(deepcopy=False)], search.direction)
+        best = best_record([trial_record(t, "coarse", search.params, {}) for t in coarse.get_trials(deepcopy=False)], search.direction)
         if search.refine is not None and best is not None:
             name = f"{cfg.name}-refine"
             stored = (optuna.load_study(study_name=name, storage=ctx.storage).user_attrs.get("search")
