@@ -149,6 +149,51 @@ def test_swag_moments_on_a_hand_made_trajectory_and_a_zero_scale_sample_is_the_m
     assert restored.count == 4 and torch.equal(restored.variance()["w"], col.variance()["w"])
 
 
+
+def _hand_collector(mean: torch.Tensor, var: torch.Tensor, deviations: list[torch.Tensor]) -> SWAGCollector:
+    """A collector holding exactly ``mean``, the diagonal ``var`` and the deviations ``D``."""
+    col = SWAGCollector(lambda step: True, rank=len(deviations))
+    col.load_state_dict({"mean": {"w": mean}, "sq_mean": {"w": mean.pow(2) + var}, "count": 10,
+                         "deviations": {str(j): {"w": d} for j, d in enumerate(deviations)}, "kept": len(deviations)})
+    return col
+
+
+def _five_sigma(target: torch.Tensor, n: int) -> torch.Tensor:
+    """5 standard errors of a sample covariance of n Gaussian draws, Var(S_ij) = (Σ_ij² + Σ_ii Σ_jj) / n."""
+    d = target.diagonal()
+    return 5 * ((target.pow(2) + d[:, None] * d[None, :]) / n).sqrt()
+
+
+def test_swag_scale_multiplies_the_low_rank_covariance():
+    # Maddox et al. 2019: θ = θ̄ + √scale · D z2 / √(2(K − 1)), so Cov θ = scale · D Dᵀ / (2(K − 1))
+    d_cols = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0], [-1.0, 1.0, 0.0], [2.0, -1.0, 1.0]], dtype=torch.float64)
+    mean = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    col = _hand_collector(mean, torch.zeros(1, 3, dtype=torch.float64), [c.reshape(1, 3) for c in d_cols])
+    scale, n, k = 0.25, 20000, 4
+    w = torch.stack([d["w"][0].double() for d in swag_samples(col, n, scale, torch.Generator().manual_seed(0), members=1)])
+    # D Dᵀ = Σ_j c_j c_jᵀ by hand: diagonal 1+0+1+4, 0+1+1+1, 4+1+0+1; (0,1) 0+0-1-2,
+    # (0,2) 2+0+0+2, (1,2) 0+1+0-1; then · 0.25 / (2 · 3)
+    target = scale * torch.tensor([[6.0, -3.0, 4.0], [-3.0, 3.0, 0.0], [4.0, 0.0, 6.0]], dtype=torch.float64) / (2 * (k - 1))
+    torch.testing.assert_close(d_cols.T @ d_cols * scale / (2 * (k - 1)), target)
+    cov = torch.cov(w.T)
+    assert ((cov - target).abs() <= _five_sigma(target, n) + 1e-12).all(), (cov, target)  # the old scale² gave a quarter
+    assert ((w.mean(0) - mean[0]).abs() <= 5 * (target.diagonal() / n).sqrt()).all()
+
+
+def test_swag_scale_multiplies_the_diagonal_variance():
+    # with D = 0: θ = θ̄ + √scale · Σ_diag^{1/2} z1 / √2, so Var θ = scale · Σ_diag / 2, per member
+    mean = torch.tensor([[0.0, 1.0, 2.0], [3.0, -1.0, 0.0]], dtype=torch.float64)
+    var = torch.tensor([[0.5, 2.0, 0.1], [1.0, 4.0, 0.25]], dtype=torch.float64)
+    col = _hand_collector(mean, var, [torch.zeros(2, 3, dtype=torch.float64)] * 3)
+    scale, n = 0.25, 20000
+    w = torch.stack([d["w"].double() for d in swag_samples(col, n, scale, torch.Generator().manual_seed(1), members=2)])
+    target = scale * var / 2  # (0.0625, 0.25, 0.0125) and (0.125, 0.5, 0.03125)
+    torch.testing.assert_close(target[0], torch.tensor([0.0625, 0.25, 0.0125], dtype=torch.float64))
+    sample_var = w.var(0)
+    assert ((sample_var - target).abs() <= 5 * (2 / n) ** 0.5 * target).all(), (sample_var, target)  # old: scale² · var / 2
+    assert ((w.mean(0) - mean).abs() <= 5 * (target / n).sqrt()).all()
+
+
 def test_multiswag_samples_every_run_and_recomputes_batchnorm(blobs):
     m = ek.create_method("swag", model={"name": "mlp", "kwargs": {"hidden": [16], "batchnorm": True}}, epochs=6, batch_size=30,
                          pretrain=0.5, cycle=8, samples=3, runs=2, progress=False).fit(blobs)

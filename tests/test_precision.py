@@ -12,6 +12,7 @@ from ensemblekit.errors import ConfigError
 from ensemblekit.metrics.classification import accuracy
 from ensemblekit.models import model_factory
 from ensemblekit.training import Trainer
+from ensemblekit.training.optim import build_optimizer
 from ensemblekit.training.precision import MemberLossScaler
 
 
@@ -106,7 +107,97 @@ def test_loss_scaler_grows_after_clean_steps_and_round_trips() -> None:
     assert s.scale == 16.0
     s2 = MemberLossScaler(2)
     s2.load_state_dict(s.state_dict())
-    assert s2.scale == 16.0 and s2.clean_steps == 0
+    assert s2.scale == 16.0 and s2.clean_steps == 0 and s2.member_steps() == [[2, 2]]
+
+
+SKIP_OPTIMIZERS = {
+    "adam": {"lr": 0.1, "betas": (0.8, 0.9)},
+    "adamw": {"lr": 0.1, "betas": (0.8, 0.9), "weight_decay": 0.3},
+    "adam_amsgrad_l2": {"name": "adam", "lr": 0.05, "weight_decay": 0.1, "amsgrad": True},
+    "sgd_momentum": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.1},
+    "adagrad": {"lr": 0.2, "lr_decay": 0.1},
+    "rmsprop": {"lr": 0.02, "momentum": 0.5, "centered": True},
+}
+# step -> members whose gradient overflows there: member 1 once mid-run (2 members), or
+# member 1 on the very first step (its optimizer state does not exist yet) and member 2 twice
+SKIP_PLANS = {"one_member_mid_run": (2, {3: [1]}), "first_step_and_twice": (3, {1: [1], 2: [2], 4: [2]})}
+
+
+def _stacked_with_skips(spec: dict, members: int, skips: dict, xs: torch.Tensor, w0: torch.Tensor):
+    """``len(xs)`` fp16-scaled steps of one stacked ``(members, 4)`` tensor, the loss of
+    member m being sum((w_m * x - 1)^2); a member listed in ``skips[step]`` overflows."""
+    w = w0[:members].clone().requires_grad_()
+    opt = build_optimizer(spec, [w])
+    scaler, stepped = MemberLossScaler(members, init_scale=2.0**10), [(w, slice(0, members))]
+    for step, x in enumerate(xs, start=1):
+        (((w * x - 1.0) ** 2).sum() * scaler.scale).backward()
+        with torch.no_grad():
+            for m in skips.get(step, []):
+                w.grad[m, 0] = float("inf")
+        bad = scaler.unscale_(stepped)
+        with scaler.skipping(opt, stepped, bad):
+            if not bool(bad.all()):
+                opt.step()
+        w.grad = None
+    return w.detach(), opt.state[w], scaler
+
+
+def _alone(spec: dict, skipped: set, xs: torch.Tensor, w0_row: torch.Tensor):
+    """The same member trained on its own in fp32, simply not stepping at ``skipped``."""
+    w = w0_row.clone().unsqueeze(0).requires_grad_()
+    opt = build_optimizer(spec, [w])
+    for step, x in enumerate(xs, start=1):
+        ((w * x - 1.0) ** 2).sum().backward()
+        if step not in skipped:
+            opt.step()
+        w.grad = None
+    return w.detach(), opt.state[w]
+
+
+@pytest.mark.parametrize("plan", sorted(SKIP_PLANS))
+@pytest.mark.parametrize("name", sorted(SKIP_OPTIMIZERS))
+def test_a_skipped_members_weights_and_optimizer_state_are_as_if_it_never_took_that_step(name: str, plan: str) -> None:
+    kwargs = dict(SKIP_OPTIMIZERS[name])
+    spec = {"name": kwargs.pop("name", name), **kwargs}
+    members, skips = SKIP_PLANS[plan]
+    gen = torch.Generator().manual_seed(0)
+    xs, w0 = torch.randn(7, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    w, state, scaler = _stacked_with_skips(spec, members, skips, xs, w0)
+    for m in range(members):
+        skipped = {s for s, ms in skips.items() if m in ms}
+        ref_w, ref_state = _alone(spec, skipped, xs, w0[m])
+        torch.testing.assert_close(w[m:m + 1], ref_w, rtol=0, atol=1e-7, msg=lambda e, m=m: f"member {m} weights: {e}")
+        for key, ref in ref_state.items():
+            if torch.is_tensor(ref) and ref.shape == ref_w.shape:
+                torch.testing.assert_close(state[key][m:m + 1], ref, rtol=0, atol=1e-7, msg=lambda e, m=m, key=key: f"member {m} {key}: {e}")
+    taken = [7 - sum(m in ms for ms in skips.values()) for m in range(members)]  # steps each member took
+    assert scaler.member_steps() == [taken] and scaler.total_skipped == [7 - n for n in taken]
+    if "step" in state:  # the optimizer's own count is the leading member's
+        assert int(state["step"]) == 7
+
+
+def test_a_skipped_per_member_leaf_keeps_its_own_adam_step() -> None:
+    """``optimizer.per_member`` gives each member leaf tensors of its own: a skip restores the whole state."""
+    gen = torch.Generator().manual_seed(1)
+    xs, w0 = torch.randn(5, 4, generator=gen), torch.randn(2, 4, generator=gen)
+    spec = {"name": "adam", "lr": 0.1}
+    leaves = [w0[m].clone().requires_grad_() for m in range(2)]
+    opt = build_optimizer(spec, [{"params": [leaves[0]]}, {"params": [leaves[1]], "lr": 0.05}])
+    scaler, stepped = MemberLossScaler(2, init_scale=2.0**8), [(leaves[0], 0), (leaves[1], 1)]
+    for step, x in enumerate(xs, start=1):
+        (sum(((w * x - 1.0) ** 2).sum() for w in leaves) * scaler.scale).backward()
+        if step in (1, 3):
+            leaves[1].grad[0] = float("inf")  # member 1 overflows on its first step and on the third
+        bad = scaler.unscale_(stepped)
+        with scaler.skipping(opt, stepped, bad):
+            opt.step()
+        for w in leaves:
+            w.grad = None
+    ref_w, ref_state = _alone({**spec, "lr": 0.05}, {1, 3}, xs, w0[1])
+    torch.testing.assert_close(leaves[1].detach(), ref_w[0], rtol=0, atol=1e-7)
+    torch.testing.assert_close(opt.state[leaves[1]]["exp_avg_sq"], ref_state["exp_avg_sq"][0], rtol=0, atol=1e-7)
+    assert int(opt.state[leaves[1]]["step"]) == 3 and int(opt.state[leaves[0]]["step"]) == 5
+    assert scaler.member_steps() == [None, None]  # leaves count for themselves
 
 
 CHUNK_CASES = {

@@ -9,13 +9,15 @@ the running mean ``θ̄ = mean_i θ_i``, the running mean of squares ``mean_i θ
 the last K deviations ``D = [θ_i − θ̄_i]`` (θ̄_i: the mean after step i). Then
 
 - ``Σ_diag = max(mean θ² − θ̄², 0)``,
-- a sample ``θ = θ̄ + scale · (Σ_diag^{1/2} ∘ z1 / √2 + D z2 / √(2(K − 1)))``, z ~ N(0, I)
+- a sample ``θ = θ̄ + √scale · (Σ_diag^{1/2} ∘ z1 / √2 + D z2 / √(2(K − 1)))``, z ~ N(0, I)
   (the low-rank part needs K >= 2; with one deviation only the diagonal is used),
 
-and each sample's BatchNorm statistics are recomputed with one pass over the training data.
-The collector works on stacked members, so R trajectories trained side by side give
-MultiSWAG: every trajectory contributes its own samples. With ``scale = 0`` every sample is
-the SWA mean (tested).
+so ``Cov θ = scale · (Σ_diag + D Dᵀ / (K − 1)) / 2``: ``scale`` multiplies the covariance, as
+the ``scale`` of the paper's code does, and ``scale = 1`` is the paper's Gaussian (its code,
+whose formula has no ``1/√2``, draws the same one with ``scale = 0.5``). Each sample's BatchNorm
+statistics are recomputed with one pass over the training data. The collector works on
+stacked members, so R trajectories trained side by side give MultiSWAG: every trajectory
+contributes its own samples. With ``scale = 0`` every sample is the SWA mean (tested).
 """
 
 from __future__ import annotations
@@ -87,21 +89,25 @@ class SWAGCollector(Callback):
 
 @torch.no_grad()
 def swag_samples(collector: SWAGCollector, samples: int, scale: float, generator: torch.Generator, members: int) -> list[dict[str, torch.Tensor]]:
-    """``samples`` weight draws per trajectory: a list (one per draw) of name -> stacked ``(R, ...)`` tensors."""
+    """``samples`` weight draws per trajectory: a list (one per draw) of name -> stacked ``(R, ...)`` tensors.
+
+    ``scale`` (>= 0) multiplies the covariance of the draws (their spread grows as ``√scale``;
+    see the module docstring)."""
     if collector.mean is None:
         raise ValueError("SWAG collected nothing: no collection step fell inside the run")
     var = collector.variance()
     k = len(collector.deviations)
+    std_scale = scale ** 0.5
     out = []
     for _ in range(samples):
         draw = {}
         z2 = torch.randn(members, k, generator=generator, dtype=torch.float64)  # one z2 per trajectory
         for name, mean in collector.mean.items():
             z1 = torch.randn(mean.shape, generator=generator, dtype=torch.float64)
-            w = mean + scale * var[name].sqrt() * z1 / 2 ** 0.5
+            w = mean + std_scale * var[name].sqrt() * z1 / 2 ** 0.5
             if k >= 2:
                 low = sum(collector.deviations[j][name] * z2[:, j].reshape(members, *([1] * (mean.dim() - 1))) for j in range(k))
-                w = w + scale * low / (2 * (k - 1)) ** 0.5
+                w = w + std_scale * low / (2 * (k - 1)) ** 0.5
             draw[name] = w.float()
         out.append(draw)
     return out

@@ -32,7 +32,7 @@ __all__ = ["SWAG", "SWAGParams"]
 class SWAGParams(SWAParams):
     samples: int = Field(10, ge=1)
     rank: int = Field(20, ge=1)
-    scale: float = Field(0.5, ge=0)
+    scale: float = Field(1.0, ge=0)  # multiplies the covariance; 1 is the paper's Gaussian
     runs: int = Field(1, ge=1)
 
 
@@ -43,14 +43,16 @@ class SWAG(SWA):
     The trajectory is SWA's (FGE's pre-training and cycles, or ``swa_lr``); at every
     collection step the running mean, mean of squares and the last ``rank`` deviations of
     the weights are kept; ``samples`` draws
-    ``θ̄ + scale·(Σ_diag^{1/2} z1 / √2 + D z2 / √(2(K−1)))`` per trajectory are the members.
+    ``θ̄ + √scale·(Σ_diag^{1/2} z1 / √2 + D z2 / √(2(K−1)))`` per trajectory are the members
+    (``scale`` multiplies the covariance; ``scale = 1`` is the paper's
+    ``N(θ̄, (Σ_diag + D Dᵀ / (K − 1)) / 2)``, which its code draws with ``scale = 0.5`` and no ``1/√2``).
     ``runs`` > 1 is MultiSWAG: that many trajectories from independent initialisations,
     trained side by side, each contributing its samples.
 
     Budget: as SWA, kB = one run of k·E epochs (``runs`` trajectories cost ``runs`` times that).
 
     Args: those of :class:`~ensemblekit.methods.swa.SWA`, plus ``samples`` (per run, default
-    10), ``rank`` (K, default 20), ``scale`` (default 0.5), ``runs`` (default 1).
+    10), ``rank`` (K, default 20), ``scale`` (default 1), ``runs`` (default 1).
 
     Paper: Maddox et al., "A Simple Baseline for Bayesian Uncertainty in Deep Learning",
     NeurIPS 2019; Wilson & Izmailov, NeurIPS 2020 (MultiSWAG); docs/methods.md (swag).

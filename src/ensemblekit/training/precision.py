@@ -9,10 +9,25 @@
   "Mixed Precision Training", ICLR 2018). torch's ``GradScaler`` skips the *whole*
   optimizer step when any gradient overflows; with M independent members that would let
   one member's overflow stall all of them. :class:`MemberLossScaler` checks the unscaled
-  gradients per member: only the members whose gradient is not finite skip the step (their
-  weights and optimizer state are restored after it), and the overflows are counted per
-  member in the epoch log (``fp16_skipped``). A tensor shared by all members that
-  overflows skips the step for every member, as ``GradScaler`` would.
+  gradients per member: only the members whose gradient is not finite skip the step, and
+  the overflows are counted per member in the epoch log (``fp16_skipped``). A tensor shared
+  by all members that overflows skips the step for every member, as ``GradScaler`` would.
+
+A skipped member ends the step exactly as if it had never taken it. Its weights and the
+rows of the optimizer state shaped like the parameter (Adam's moments, SGD's momentum, ...)
+are put back, which also undoes any weight decay of the step (AdamW's decoupled decay,
+Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, and the engine's).
+The members are stacked along dim 0 of one parameter tensor, though, and torch's
+optimizers keep one ``step`` count per tensor; Adam's bias correction (Kingma & Ba, "Adam:
+A Method for Stochastic Optimization", ICLR 2015) and Adagrad's ``lr_decay`` read it, and
+a member whose state was not yet created (an overflow on its first step) must start as
+new (SGD's first momentum is the gradient itself). So the scaler counts the steps of every
+row of every stacked tensor; when the rows of a tensor disagree, the optimizer's own step
+runs with the count of most rows, and the others are stepped again from their saved
+pre-step values by the same optimizer, one extra pass per other count (a fresh state for
+rows that never stepped), so every member follows its own history (tested for SGD, Adam,
+AdamW, Adagrad and RMSprop against members trained alone). Per-member leaf tensors
+(``optimizer.per_member``) have their own optimizer state and are restored whole.
 
 Master weights stay fp32 (autocast casts copies for the matmuls and convolutions),
 BatchNorm statistics are kept in fp32 by autocast, the loss is computed from fp32 logits,
@@ -21,7 +36,9 @@ and checkpoints hold fp32 tensors; evaluation runs in fp32.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -54,6 +71,44 @@ def _owned(owner: slice | int | None, bad: torch.Tensor) -> list[int]:
     return [i for i, m in enumerate(range(owner.start, owner.stop)) if bool(bad[m])]
 
 
+Stepped = Sequence[tuple[torch.Tensor, slice | int | None]]
+
+
+def _row_names(state: dict[str, Any], t: torch.Tensor) -> list[str]:
+    """The entries of ``t``'s optimizer state that hold one value per element of ``t``."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.shape == t.shape]
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
+
+
+def _set_step(state: dict[str, Any], value: int) -> None:
+    if torch.is_tensor(state["step"]):
+        state["step"].fill_(value)
+    else:
+        state["step"] = type(state["step"])(value)
+
+
+def _row_key(state: dict[str, Any], steps: int) -> int | str:
+    """Which rows one optimizer pass can step together: with no state yet (a first step, or
+    a stateless optimizer) all of them; with a ``step`` count, the rows of equal count
+    (state rows of a row that never stepped hold the optimizer's initial values); without
+    one, rows that never stepped start fresh and every other row is alike."""
+    if not state:
+        return "all"
+    if "step" in state:
+        return steps
+    return "fresh" if steps == 0 else "stepped"
+
+
+def _initial_steps(state: dict[str, Any]) -> int:
+    """A tensor's step count before the scaler counted it (a fresh run, or an old checkpoint)."""
+    if "step" in state:
+        return int(state["step"])
+    return 1 if state else 0
+
+
 class MemberLossScaler:
     """Dynamic loss scaling with per-member overflow skipping (see the module docstring).
 
@@ -67,6 +122,8 @@ class MemberLossScaler:
     Attributes:
         scale: the current scale. skipped: ``(M,)`` overflow-skipped steps per member
             since the last :meth:`pop_skipped`. total_skipped: the same, over the run.
+            steps: the optimizer steps each member's row of each stacked tensor took
+            (:meth:`member_steps`; saved with the scaler's state).
     """
 
     def __init__(self, num_members: int, init_scale: float = 2.0**16, growth_factor: float = 2.0,
@@ -78,8 +135,10 @@ class MemberLossScaler:
         self.clean_steps = 0
         self.skipped = [0] * self.num_members
         self.total_skipped = [0] * self.num_members
+        # per stepped tensor: the optimizer steps each row took (None: not a stacked tensor)
+        self.steps: list[list[int] | None] | None = None
 
-    def unscale_(self, stepped: Sequence[tuple[torch.Tensor, slice | int | None]]) -> torch.Tensor:
+    def unscale_(self, stepped: Stepped) -> torch.Tensor:
         """Divide every gradient by the scale; return the ``(M,)`` mask of members whose
         gradient has an inf or NaN (all members when a shared tensor's has), and zero
         those members' gradients so that clipping norms stay finite."""
@@ -116,28 +175,149 @@ class MemberLossScaler:
         return bad
 
     @contextlib.contextmanager
-    def skipping(self, optimizer: torch.optim.Optimizer, stepped: Sequence[tuple[torch.Tensor, slice | int | None]],
-                 bad: torch.Tensor) -> Iterator[None]:
-        """Around the weight decay and optimizer step: restore the weights and optimizer
-        state of the ``bad`` members afterwards (they skip this step), then update the scale."""
-        saved: list[tuple[torch.Tensor, list[int], torch.Tensor, dict[str, torch.Tensor]]] = []
-        if bad.any():
-            for t, owner in stepped:
-                rows = _owned(owner, bad) if owner is not None else ([-1] if bad.all() else [])
-                if not rows:
-                    continue
-                sel: Any = slice(None) if rows == [-1] else rows
-                state = {k: v[sel].clone() for k, v in optimizer.state.get(t, {}).items()
-                         if torch.is_tensor(v) and v.shape == t.shape}
-                saved.append((t, rows, t.detach()[sel].clone(), state))
-        yield
+    def skipping(self, optimizer: torch.optim.Optimizer, stepped: Stepped, bad: torch.Tensor) -> Iterator[None]:
+        """Around the weight decay and optimizer step: the ``bad`` members skip this step
+        (their weights and optimizer state are as before it), every other member steps with
+        its own step count (see the module docstring); then update the scale."""
+        self._ensure_steps(optimizer, stepped)
+        saved = self._save_bad(optimizer, stepped, bad)
+        plan: list[tuple[int, torch.Tensor, list[int], bool, dict[Any, tuple]]] = []
+
+        def before_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if not plan:
+                plan.extend(self._plan(opt, stepped, bad))
+
+        handle = optimizer.register_step_pre_hook(before_step)
+        try:
+            yield
+        finally:
+            handle.remove()
         with torch.no_grad():
-            for t, rows, value, state in saved:
-                sel = slice(None) if rows == [-1] else rows
-                t[sel] = value
-                for k, v in state.items():
-                    optimizer.state[t][k][sel] = v
+            self._replay(optimizer, plan)
+            self._restore(optimizer, saved)
+            self._count(optimizer, plan)
         self._update(bad)
+
+    def member_steps(self) -> list[list[int] | None]:
+        """Per stepped tensor (in the order the scaler is given them), the optimizer steps
+        each member's row has taken; ``None`` for shared and per-member leaf tensors, whose
+        optimizer state counts for itself. Empty before the first step."""
+        return [None if s is None else list(s) for s in self.steps or []]
+
+    def _ensure_steps(self, optimizer: torch.optim.Optimizer, stepped: Stepped) -> None:
+        if self.steps is not None and len(self.steps) == len(stepped):
+            return
+        self.steps = [[_initial_steps(optimizer.state.get(t, {}))] * t.shape[0] if isinstance(owner, slice) else None
+                      for t, owner in stepped]
+
+    @staticmethod
+    def _save_bad(optimizer: torch.optim.Optimizer, stepped: Stepped, bad: torch.Tensor) -> list[tuple]:
+        """The bad members' weights and optimizer state before the step (and its weight decay)."""
+        saved: list[tuple] = []
+        if not bad.any():
+            return saved
+        for t, owner in stepped:
+            rows = _owned(owner, bad) if owner is not None else ([-1] if bad.all() else [])
+            if not rows:
+                continue
+            state = optimizer.state.get(t) or {}
+            if rows == [-1]:  # the whole tensor and its whole state (None: it has none yet)
+                saved.append((t, None, t.detach().clone(), {k: _copy(v) for k, v in state.items()} if state else None))
+            else:
+                saved.append((t, rows, t.detach()[rows].clone(), {k: state[k][rows].clone() for k in _row_names(state, t)}))
+        return saved
+
+    def _plan(self, optimizer: torch.optim.Optimizer, stepped: Stepped, bad: torch.Tensor) -> list[tuple]:
+        """Just before the optimizer's step: per stacked tensor it will step, the rows that
+        step, and the rows its own pass cannot step right (saved for :meth:`_replay`)."""
+        plan, skip = [], bad.tolist()
+        for i, (t, owner) in enumerate(stepped):
+            if not isinstance(owner, slice) or t.grad is None:
+                continue
+            steps, state = self.steps[i], optimizer.state.get(t) or {}  # type: ignore[index]
+            good = [r for r in range(len(steps)) if not skip[owner.start + r]]
+            even = len(good) == len(steps) and len(set(steps)) == 1 and _row_key(state, steps[0]) != "fresh"
+            plan.append((i, t, good, not even, {} if even else self._others(state, t, steps, good)))
+        return plan
+
+    @staticmethod
+    def _others(state: dict[str, Any], t: torch.Tensor, steps: list[int], good: list[int]) -> dict[Any, tuple]:
+        """Sets ``t``'s ``step`` to the count of most of its stepping rows; returns the other
+        stepping rows by :func:`_row_key`, with their pre-step weights, gradients and state."""
+        keys = {r: _row_key(state, steps[r]) for r in good}
+        counts = collections.Counter(k for k in keys.values() if k != "fresh")
+        main = counts.most_common(1)[0][0] if counts else None
+        if isinstance(main, int):
+            _set_step(state, main)
+        names = _row_names(state, t)
+        scalars = {k: v for k, v in state.items() if k not in names}
+        out: dict[Any, tuple] = {}
+        for key in dict.fromkeys(k for k in keys.values() if k != main):
+            rows = [r for r in good if keys[r] == key]
+            own = {} if key == "fresh" else {**{k: _copy(v) for k, v in scalars.items()}, **{n: state[n][rows].clone() for n in names}}
+            if isinstance(key, int):
+                _set_step(own, key)
+            out[key] = (rows, t.detach()[rows].clone(), t.grad.detach()[rows].clone(), own)
+        return out
+
+    @staticmethod
+    def _replay(optimizer: torch.optim.Optimizer, plan: list[tuple]) -> None:
+        """Step the rows :meth:`_others` set aside: one pass of the same optimizer (its
+        groups' settings) per step count, over copies of the rows, written back after."""
+        passes: dict[Any, list[tuple[torch.Tensor, list[int], torch.Tensor]]] = {}
+        for _, t, _, _, others in plan:
+            for key, (rows, weights, grad, own) in others.items():
+                part = weights.requires_grad_(True)
+                part.grad = grad
+                if own:
+                    optimizer.state[part] = own
+                passes.setdefault(key, []).append((t, rows, part))
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]} if passes else {}
+        for items in passes.values():
+            groups: dict[int, tuple[dict[str, Any], list[torch.Tensor]]] = {}
+            for t, _, part in items:
+                g = group_of[id(t)]
+                groups.setdefault(id(g), ({k: v for k, v in g.items() if k != "params"}, []))[1].append(part)
+            kept = optimizer.param_groups
+            optimizer.param_groups = [{**settings, "params": params} for settings, params in groups.values()]
+            try:
+                optimizer.step()
+            finally:
+                optimizer.param_groups = kept
+            for t, rows, part in items:
+                t[rows] = part.detach()
+                new, state = optimizer.state.pop(part, {}), optimizer.state[t]
+                for n in _row_names(state, t):
+                    if torch.is_tensor(new.get(n)):
+                        state[n][rows] = new[n]
+
+    @staticmethod
+    def _restore(optimizer: torch.optim.Optimizer, saved: list[tuple]) -> None:
+        """Put the bad members back; state rows the step created for them are zeroed (a
+        member that never stepped starts fresh, see :func:`_row_key`)."""
+        for t, rows, weights, state in saved:
+            if rows is None:
+                t.copy_(weights)
+                if state is None:
+                    optimizer.state.pop(t, None)
+                else:
+                    optimizer.state[t] = state
+                continue
+            t[rows] = weights
+            now = optimizer.state.get(t) or {}
+            for k in _row_names(now, t):
+                now[k][rows] = state[k] if k in state else 0.0
+
+    def _count(self, optimizer: torch.optim.Optimizer, plan: list[tuple]) -> None:
+        """Count the step for the rows that took it; a tensor whose rows differ keeps its
+        optimizer ``step`` at the largest count (what a checkpoint of it holds)."""
+        for i, t, good, uneven, _ in plan:
+            steps = self.steps[i]  # type: ignore[index]
+            for r in good:
+                steps[r] += 1
+            state = optimizer.state.get(t) or {}
+            if uneven and "step" in state:
+                _set_step(state, max(steps))
 
     def _update(self, bad: torch.Tensor) -> None:
         if bad.any():
@@ -158,13 +338,16 @@ class MemberLossScaler:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "clean_steps": self.clean_steps, "skipped": list(self.skipped), "total_skipped": list(self.total_skipped)}
+        return {"scale": self.scale, "clean_steps": self.clean_steps, "skipped": list(self.skipped), "total_skipped": list(self.total_skipped),
+                "steps": self.member_steps()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scale = float(state["scale"])
         self.clean_steps = int(state["clean_steps"])
         self.skipped = [int(v) for v in state.get("skipped", self.skipped)]
         self.total_skipped = [int(v) for v in state.get("total_skipped", self.total_skipped)]
+        steps = state.get("steps")  # absent in older checkpoints: counted from the optimizer's state
+        self.steps = [None if s is None else [int(v) for v in s] for s in steps] if steps else None
 
 
 def compiled_forward(model: Any, stage: str) -> Any:
