@@ -27,7 +27,7 @@ setting's (below 1: the default is faster); the target is at most 1.3x the best 
     python benchmarks/threads.py                  # all three conditions, best of 3
     python benchmarks/threads.py --busy 1 --repeats 5 --epochs 5
     python benchmarks/threads.py --members 1 --optimizer sgd    # the main job's single networks
-    python benchmarks/threads.py --conditions late --delay 3 --late-epochs 15
+    python benchmarks/threads.py --conditions late --delay 3 --late-epochs 45
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def report(settings: dict, conditions: list[str], best: dict, args, n: int) -> N
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--late-epochs", type=int, default=15, help="epochs of the runs with the late load (about 7 s on 2 quiet cores)")
+    p.add_argument("--late-epochs", type=int, default=45, help="epochs of the runs with the late load (about 9 s on 2 quiet cores: the load arrives in the first third)")
     p.add_argument("--delay", type=float, default=3.0, help="seconds after the training starts that the late load starts")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--members", type=int, default=5)
