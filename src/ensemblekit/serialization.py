@@ -107,14 +107,33 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tenso
     atomic_write_bytes(path, _st_save(plain, metadata=meta))
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fresh contiguous storage of its own, from torch's allocator (64-byte aligned on CPU).
+
+    On CPU safetensors hands out views into one private mapping of the whole file, each at
+    the offset the file gives it: aligned only to its element size, and shifted by the
+    length of the JSON header (a checkpoint's holds wall times), so the offsets change from
+    one checkpoint to the next. A resumed optimizer keeps the tensors it is given as its
+    state and a loaded ensemble computes on its own, so without a copy a resumed or
+    reloaded run would compute on memory laid out unlike an uninterrupted run's (BLAS
+    kernels may choose their path by alignment) and keep the old file mapped. Tensors
+    loaded onto an accelerator are fresh copies already.
+    """
+    return t.clone(memory_format=torch.contiguous_format) if t.device.type == "cpu" else t
+
+
 def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], Any]:
-    """Load a file written by :func:`save_tensors`: ``(tensors, metadata)``. Never unpickles."""
+    """Load a file written by :func:`save_tensors`: ``(tensors, metadata)``. Never unpickles.
+
+    Every tensor has storage of its own, laid out as a freshly made tensor is
+    (:func:`_own_storage`), so a resumed run computes on memory like an uninterrupted one.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"file not found: {path}")
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: _own_storage(f.get_tensor(k)) for k in f.keys()}
             raw = (f.metadata() or {}).get("json")
     except Exception as exc:  # SafetensorError, OSError
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
