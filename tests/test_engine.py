@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -48,6 +49,18 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(blobs, tiny_mlp, tmp
     again = Trainer(_ensemble(blobs, tiny_mlp, seeds=(5, 5, 5)), blobs, CFG, seed=3, run=RunDir(tmp_path / "b"))
     again.fit()
     assert again.finished and len(again.history) == 4
+
+
+def test_an_epoch_logged_but_killed_before_its_first_checkpoint_is_logged_once_on_resume(blobs, tiny_mlp, tmp_path):
+    spe = -(-len(blobs.train) // 32)
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_ensemble(blobs, tiny_mlp), blobs, CFG, seed=3, run=run, callbacks=[_Kill(spe + 2)]).fit()
+    assert [r["epoch"] for r in run.read_log()] == [1]
+    # as if the kill had come between epoch 1's log line and its checkpoint
+    os.remove(run.checkpoint_path("train"))
+    Trainer(_ensemble(blobs, tiny_mlp), blobs, CFG, seed=3, run=RunDir(tmp_path / "r")).fit()
+    assert [r["epoch"] for r in run.read_log()] == [1, 2, 3, 4]
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(blobs, tiny_mlp, tmp_path):

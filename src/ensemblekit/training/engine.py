@@ -295,8 +295,10 @@ class Trainer:
                                 "it is damaged or from another config: delete it to retrain this stage") from None
             if self.finished:
                 return self._result()
-            self.run.truncate_log(self.stage, self.epoch)  # type: ignore[union-attr]
-        elif self.warm_start is not None:
+        if self.run is not None:
+            # lines logged after the state we start from (an epoch logged, then killed before its checkpoint) are replayed
+            self.run.truncate_log(self.stage, self.epoch)
+        if state is None and self.warm_start is not None:
             self.model.load_state_tensors(self.warm_start["ensemble"])
             self.layout.refresh_from_model()
             if self.warm_start.get("optimizer") is not None:
