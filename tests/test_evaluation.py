@@ -47,21 +47,34 @@ def test_no_temperature_is_fitted_on_a_split_without_errors():
     assert temps[0] == 1.0 and temps[1] == pytest.approx(fit_temperature(wrong.softmax(-1), y)) and temps[1] > 1.1
 
 
-def test_predict_outputs_are_predict_proba_and_average_tta(blobs):
-    from ensemblekit.evaluation.run import predict_outputs
+def test_the_one_pass_is_predict_proba_and_averages_tta_over_probabilities_and_logits_apart(blobs):
+    from ensemblekit.evaluation.forward import predictive
 
     ens = ek.create_method("independent", model=MLP, members=3, epochs=1, progress=False).fit(blobs).ensemble_
-    probs, logits = predict_outputs(ens, blobs.test)
-    assert torch.equal(probs, ens.predict_proba(blobs.test)) and torch.allclose(logits.softmax(-1), probs)
+    pd = predictive(ens, blobs.test)
+    assert torch.equal(pd.probs, ens.predict_proba(blobs.test)) and torch.allclose(pd.logits.softmax(-1), pd.probs)
+    small = predictive(ens, blobs.test, batch_size=7)  # batches of 7, concatenated in order
+    assert torch.allclose(small.probs, pd.probs, atol=1e-6)
+    with torch.no_grad():
+        direct = ens(blobs.test.x)
+    assert torch.allclose(pd.logits, direct, atol=1e-6)
     flips = [lambda x: x, lambda x: -x]
-    p2, z2 = predict_outputs(ens, blobs.test, flips)
-    assert torch.allclose(p2, (ens.predict_proba(blobs.test.x) + ens.predict_proba(-blobs.test.x)) / 2)
-    assert torch.allclose(z2, (ens(blobs.test.x) + ens(-blobs.test.x)) / 2)
+    p2 = predictive(ens, blobs.test, flips)
+    assert torch.allclose(p2.probs, (ens.predict_proba(blobs.test.x) + ens.predict_proba(-blobs.test.x)) / 2)
+    with torch.no_grad():
+        assert torch.allclose(p2.logits, (ens(blobs.test.x) + ens(-blobs.test.x)) / 2, atol=1e-6)
+    # the mean of the probabilities, not the softmax of the mean logits
+    assert not torch.allclose(p2.probs, p2.logits.softmax(-1), atol=1e-4)
+    assert torch.equal(p2.pooled(), p2.probs.mean(0)) and p2.prefix(2).num_members == 2
+    ens.train()
+    predictive(ens, blobs.test)
+    assert ens.training
 
 
 def test_every_part_equals_its_reference_computation(blobs):
     from ensemblekit.data.ood import ood_inputs
-    from ensemblekit.evaluation.run import evaluate_uncertainty, predict_outputs
+    from ensemblekit.evaluation.forward import predictive
+    from ensemblekit.evaluation.run import evaluate_uncertainty
     from ensemblekit.metrics.calibration import fit_temperature, scale_probs
     from ensemblekit.metrics.classification import ece, nll
     from ensemblekit.metrics.conformal import split_conformal
@@ -70,8 +83,7 @@ def test_every_part_equals_its_reference_computation(blobs):
 
     ens = ek.create_method("independent", model=MLP, members=3, epochs=15, progress=False).fit(blobs).ensemble_
     res = evaluate_uncertainty(ens, blobs, {"ood": ["constant"], "shift": True, "conformal": {"alpha": 0.2, "scores": ["thr", "raps"]}})
-    pv, zv = predict_outputs(ens, blobs.val)
-    pt, zt = predict_outputs(ens, blobs.test)
+    (pv, zv), (pt, zt) = ((pd.probs, pd.logits) for pd in (predictive(ens, blobs.val), predictive(ens, blobs.test)))
     y, yv = blobs.test.y, blobs.val.y
     cal = res["calibration"]
     t = fit_temperature(pv.mean(0), yv)
@@ -86,7 +98,7 @@ def test_every_part_equals_its_reference_computation(blobs):
     correct = pt.mean(0).argmax(-1) == y
     assert res["selective"]["scores"]["mi"]["aurc"] == pytest.approx(aurc(-scores["mi"], correct))
     assert res["selective"]["scores"]["msp"]["error_rate"] == pytest.approx(1.0 - float(correct.double().mean()))
-    pc, zc = predict_outputs(ens, ood_inputs(blobs, "constant"))
+    pc, zc = (lambda pd: (pd.probs, pd.logits))(predictive(ens, ood_inputs(blobs, "constant")))
     assert res["ood"]["constant"]["scores"]["energy"] == pytest.approx(detection_metrics(scores["energy"], uncertainty_scores(pc, zc)["energy"]))
     assert res["ood"]["constant"]["size"] == len(blobs.test)
     assert res["conformal"]["raps"] == split_conformal(pv.mean(0), yv, pt.mean(0), y, alpha=0.2, score="raps")

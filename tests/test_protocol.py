@@ -17,6 +17,7 @@ from ensemblekit.models import model_factory
 from ensemblekit.serialization import copy_state_
 from ensemblekit.training import Trainer
 from ensemblekit.training.config import PenaltyConfig
+from ensemblekit.evaluation.forward import predictive
 from ensemblekit.training.layout import ParamLayout
 from ensemblekit.training.penalties import member_penalties
 from ensemblekit.training.protocol import ParamGroup, TrainableModel, check_trainable
@@ -69,10 +70,8 @@ class SharedTrunk:
     def member_slices(self):
         return {k: (None if k.startswith("trunk") else slice(0, self.m)) for k in self.state_tensors()}
 
-    @torch.no_grad()
-    def predict_proba(self, x, batch_size=1024):
-        x = x.tensors()[0] if hasattr(x, "tensors") else x
-        return self(x).softmax(-1)
+    def logits(self, x):
+        return self(x)
 
 
 def test_a_shared_parameter_model_follows_the_protocol_and_trains(blobs):
@@ -81,7 +80,7 @@ def test_a_shared_parameter_model_follows_the_protocol_and_trains(blobs):
     check_trainable(model)
     trainer = Trainer(model, blobs, {"epochs": 5, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.05}, "progress": False})
     trained = trainer.fit()
-    assert trained.predict_proba(blobs.test.x).shape == (4, len(blobs.test), 3)
+    assert predictive(trained, blobs.test.x).probs.shape == (4, len(blobs.test), 3)
     assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"]
     assert trainer.history[-1]["val_acc"] > 0.8
     # the cost counts the trunk once and every head: 6x8 + 6 trunk, 4 x (3x6 + 3) heads

@@ -18,7 +18,7 @@ from .evaluation.predict import predict_array, predict_file
 from .errors import ConfigError, DataError, EnsembleKitError, NonFiniteLossError, TrainingError
 from .methods import Method, create_method, list_methods, register_method
 from .metrics import evaluate_probs
-from .metrics.evaluate import evaluate
+from .evaluation.evaluate import evaluate
 from .models import create_model, list_models, register_model
 from .training import Callback, ParamGroup, RunDir, TrainableModel, TrainConfig, Trainer, schedules
 from .threads import configure_threads

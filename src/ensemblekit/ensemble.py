@@ -363,21 +363,9 @@ class Ensemble:
         activations under :data:`INFERENCE_ACTIVATION_BYTES` for the device, so the peak
         memory of a 72-member ensemble is that of a few members; ``None`` runs all at once.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = []
-            if isinstance(x, Split):
-                for xb, _ in x.batches(batch_size, device=self.device):
-                    chunks.append(self.logits(xb, member_chunk).float().softmax(-1))
-            else:
-                if not isinstance(x, torch.Tensor):
-                    raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
-                for start in range(0, x.shape[0], batch_size):
-                    chunks.append(self.logits(x[start : start + batch_size].to(self.device), member_chunk).float().softmax(-1))
-            return torch.cat(chunks, dim=1)
-        finally:
-            self.train(was_training)
+        from .evaluation.forward import predictive
+
+        return predictive(self, x, batch_size=batch_size, cpu=False, forward=lambda xb: self.logits(xb, member_chunk)).probs
 
     def logits(self, x: torch.Tensor, member_chunk: int | str | None = "auto") -> torch.Tensor:
         """Logits ``(M, B, C)`` computed ``member_chunk`` members at a time (see :meth:`predict_proba`)."""

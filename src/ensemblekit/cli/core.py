@@ -102,7 +102,7 @@ def evaluate(
     """
     from ..config import DataConfig
     from ..schema import load_yaml, parse_config
-    from ..metrics.evaluate import evaluate as evaluate_fn
+    from ..evaluation.evaluate import evaluate as evaluate_fn
     from ..predictors import load_predictor
     from ..models.registry import model_factory
     from .uncertainty import evaluation_from_flags
@@ -149,7 +149,8 @@ def _evaluation_data(ds: Any, block: Any) -> tuple[Any, Any]:
 
 
 def _uncertainty(ens: Any, ds: Any, cfg: Any, out_dir: str) -> None:
-    from ..evaluation.run import evaluate_uncertainty, predict_outputs
+    from ..evaluation.forward import predictive
+    from ..evaluation.run import evaluate_uncertainty
     from ..metrics.calibration import scale_probs
     from ..report.plots import reliability_diagram
     from ..report.uncertainty_plots import run_plots
@@ -157,7 +158,7 @@ def _uncertainty(ens: Any, ds: Any, cfg: Any, out_dir: str) -> None:
     from ..training.checkpoint import RunDir
     from .uncertainty import uncertainty_tables
 
-    test = predict_outputs(ens, ds.test)
+    test = predictive(ens, ds.test)
     unc = evaluate_uncertainty(ens, ds, cfg, test=test)
     for title, header, rows in uncertainty_tables(unc):
         console.print(_table(title, header, rows))
@@ -165,7 +166,7 @@ def _uncertainty(ens: Any, ds: Any, cfg: Any, out_dir: str) -> None:
     write_json(rd.file("evaluation.json"), unc)
     cal = unc.get("calibration")
     if cal:
-        pbar = test[0].mean(0)
+        pbar = test.pooled()
         reliability_diagram(pbar, ds.test.tensors()[1], rd.file("reliability.png"), title="test reliability",
                             calibrated=scale_probs(pbar, cal["pool_then_calibrate"]["temperature"]))
     run_plots(unc, rd, title=os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(out_dir)))))

@@ -202,6 +202,10 @@ class CurveModel:
         """Copy saved tensors in place (a mismatch names the tensor)."""
         copy_state_(self.state_tensors(), tensors, "saved curve state")
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference logits ``(1, B, C)`` of the network at ``eval_t`` (the curve's current buffers)."""
+        return self.points([self.eval_t]).train(self.training).logits(x)
+
     @torch.no_grad()
     def predict_proba(self, x: Any, batch_size: int = 1024) -> torch.Tensor:
         """Probabilities ``(1, N, C)`` at ``eval_t`` with the current buffers (use

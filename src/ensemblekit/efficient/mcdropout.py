@@ -106,10 +106,14 @@ class MCDropout:
 
     forward = __call__
 
-    def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
-        from .shared import batched_probs
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference logits ``(passes, B, C)``: the seeded dropout passes."""
+        return self(x)
 
-        return batched_probs(self, x, batch_size, self.device)
+    def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
+        from ..evaluation.forward import predictive
+
+        return predictive(self, x, batch_size=batch_size, cpu=False).probs
 
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         return self.predict_proba(x, batch_size).mean(0)

@@ -30,7 +30,7 @@ from ..registry import Registry
 from ..serialization import copy_state_, load_tensors, save_tensors
 from ..training.protocol import ParamGroup
 
-__all__ = ["MemberNet", "RepeatedBatchNet", "SharedEnsemble", "TRANSFORMS", "register_transform", "SHARED_FORMAT", "find_layers", "batched_probs", "fold"]
+__all__ = ["MemberNet", "RepeatedBatchNet", "SharedEnsemble", "TRANSFORMS", "register_transform", "SHARED_FORMAT", "find_layers", "fold"]
 
 SHARED_FORMAT = "ensemblekit.shared/1"
 
@@ -111,18 +111,6 @@ def find_layers(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[tu
 
     visit(model)
     return found
-
-
-@torch.no_grad()
-def batched_probs(call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor | Split, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Per-member probabilities ``(M, N, C)`` of ``call`` (logits ``(M, B, C)``) over ``x`` in batches."""
-    if isinstance(x, Split):
-        chunks = [call(xb).float().softmax(-1) for xb, _ in x.batches(batch_size, device=device)]
-    else:
-        if not isinstance(x, torch.Tensor):
-            raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
-        chunks = [call(x[i:i + batch_size].to(device)).float().softmax(-1) for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(chunks, dim=1)
 
 
 class SharedEnsemble:
@@ -215,15 +203,15 @@ class SharedEnsemble:
         """Parameters of the one network (shared ones counted once)."""
         return sum(p.numel() for p in self.net.parameters())
 
-    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference logits ``(M, B, C)``: one pass of the member net."""
+        return self(x)
+
     def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         """Per-member probabilities ``(M, N, C)`` in eval mode."""
-        was = self.training
-        self.eval()
-        try:
-            return batched_probs(self, x, batch_size, self.device)
-        finally:
-            self.train(was)
+        from ..evaluation.forward import predictive
+
+        return predictive(self, x, batch_size=batch_size, cpu=False).probs
 
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         return self.predict_proba(x, batch_size).mean(0)

@@ -4,59 +4,25 @@
 :mod:`ensemblekit.predictors`), the data it was trained on and an
 :class:`~ensemblekit.evaluation.config.EvaluationConfig`, and returns one JSON-able dict
 (schema ``ensemblekit.evaluation/1``, documented in docs/evaluation.md). Every quantity is
-computed from the stacked member outputs ``(M, N, C)`` in a few vectorised passes: one
-forward pass per split, per OOD set and per corruption x severity.
+computed from the members' predictive (:mod:`ensemblekit.evaluation.forward`) in a few
+vectorised passes: one forward pass per split, per OOD set and per corruption x severity.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..data.dataset import Data, Split
-from ..ensemble import Ensemble
+from ..data.dataset import Data
 from ..errors import ConfigError
+from ..metrics.predictive import Categorical
 from .config import MNIST1D_GENERATOR, EvaluationConfig, as_evaluation, evaluation_hash
+from .forward import Transform, predictive
 
-__all__ = ["EVALUATION_FORMAT", "predict_outputs", "prepare_data", "check_evaluation", "resolve_corruptions", "evaluate_uncertainty"]
+__all__ = ["EVALUATION_FORMAT", "prepare_data", "check_evaluation", "resolve_corruptions", "evaluate_uncertainty"]
 
 EVALUATION_FORMAT = "ensemblekit.evaluation/1"
-Transform = Callable[[torch.Tensor], torch.Tensor]
-Outputs = tuple[torch.Tensor, torch.Tensor]  # members' probabilities and logits, each (M, N, C)
-
-
-@torch.no_grad()
-def _one_pass(pred: Any, x: torch.Tensor | Split, batch_size: int) -> Outputs:
-    was = bool(getattr(pred, "training", False))
-    pred.eval()
-    try:
-        # an Ensemble runs its members in chunks (Ensemble.logits): the peak memory of a
-        # 72-member FGE is that of a few members
-        fwd = pred.logits if isinstance(pred, Ensemble) else pred
-        if isinstance(x, Split):
-            chunks = [fwd(xb).float() for xb, _ in x.batches(batch_size, device=pred.device)]
-        else:
-            chunks = [fwd(x[i:i + batch_size].to(pred.device)).float() for i in range(0, x.shape[0], batch_size)]
-    finally:
-        pred.train(was)
-    z = torch.cat(chunks, dim=1).cpu()
-    return z.softmax(-1), z
-
-
-def predict_outputs(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | None = None, batch_size: int = 1024) -> Outputs:
-    """Members' probabilities and logits ``(M, N, C)`` (on CPU) in one pass; with ``tta``, each the mean over the transforms.
-
-    The probabilities equal ``pred.predict_proba(x)`` (the softmax of the same logits).
-    """
-    if not tta:
-        return _one_pass(pred, x, batch_size)
-    xs = x.tensors()[0] if isinstance(x, Split) else x
-    probs = logits = None
-    for t in tta:
-        p, z = _one_pass(pred, t(xs), batch_size)
-        probs, logits = (p, z) if probs is None else (probs + p, logits + z)
-    return probs / len(tta), logits / len(tta)  # type: ignore[operator]
 
 
 def prepare_data(data: Data, evaluation: Any) -> Data:
@@ -129,16 +95,16 @@ def _headline(probs: torch.Tensor, y: torch.Tensor, n_bins: int) -> dict[str, fl
             "ece": float(ece(probs, y, n_bins=n_bins))}
 
 
-def _calibration(cfg: EvaluationConfig, val: Outputs, y_val: torch.Tensor, test: Outputs, y: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+def _calibration(cfg: EvaluationConfig, val: Categorical, y_val: torch.Tensor, test: Categorical, y: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
     """Pool-then-calibrate (one T on the ensemble mean), calibrate-then-pool (T_m per member) and, as asked, vector scaling."""
     from ..metrics.calibration import fit_member_temperatures, fit_temperature, fit_vector_scaling, scale_probs
 
-    pbar_val, pbar = val[0].mean(0), test[0].mean(0)
+    pbar_val, pbar = val.pooled(), test.pooled()
     t = fit_temperature(pbar_val, y_val)
     pooled = scale_probs(pbar, t)
-    temps = fit_member_temperatures(val[1], y_val)
+    temps = fit_member_temperatures(val.logits, y_val)
     tm = torch.tensor(temps, dtype=torch.float64).view(-1, 1, 1)
-    member_then_pool = torch.softmax(test[1].double() / tm, dim=-1).mean(0)
+    member_then_pool = torch.softmax(test.logits.double() / tm, dim=-1).mean(0)
     out: dict[str, Any] = {
         "method": cfg.calibration or "temperature",
         "raw": _headline(pbar, y, cfg.n_bins),
@@ -179,13 +145,12 @@ def _histogram(a: torch.Tensor, b: torch.Tensor, bins: int = 30) -> dict[str, li
 
 def _ood(cfg: EvaluationConfig, pred: Any, data: Data, tta: Sequence[Transform] | None, test_scores: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     from ..data.ood import ood_inputs, ood_name
-    from ..metrics.ood import detection_metrics, uncertainty_scores
+    from ..metrics.ood import detection_metrics
 
     out: dict[str, Any] = {}
     for spec in cfg.ood:
         x = ood_inputs(data, spec, cfg.ood_size, seed=cfg.seed)
-        probs, logits = predict_outputs(pred, x, tta)
-        scores = uncertainty_scores(probs, logits, cfg.scores)
+        scores = predictive(pred, x, tta).scores(cfg.scores)
         out[ood_name(spec)] = {
             "size": int(x.shape[0]), "in_size": int(next(iter(test_scores.values())).numel()),
             "scores": {k: detection_metrics(test_scores[k], scores[k]) for k in cfg.scores},
@@ -226,7 +191,7 @@ def _shift(cfg: EvaluationConfig, pred: Any, data: Data, tta: Sequence[Transform
                 x, y = _shifted_mnist1d(data, sev, cfg.shift.seed)
             else:
                 x, y = corrupt(x_test, name, sev, seed=cfg.shift.seed, stats=stats), y_test
-            probs, _ = predict_outputs(pred, x, tta)
+            probs = predictive(pred, x, tta).probs
             m = _headline(probs.mean(0), y, cfg.n_bins)
             rows["severity"].append(sev)
             for k in ("accuracy", "nll", "ece"):
@@ -257,7 +222,7 @@ def _conformal(cfg: EvaluationConfig, val_probs: torch.Tensor, y_val: torch.Tens
 # --------------------------------------------------------------------------- entry point
 
 def evaluate_uncertainty(pred: Any, data: Data, evaluation: Any = None, *, tta: Sequence[Transform] | None = None,
-                         test: Outputs | None = None, val: Outputs | None = None) -> dict[str, Any]:
+                         test: Categorical | None = None, val: Categorical | None = None) -> dict[str, Any]:
     """Calibration, selective prediction, OOD detection, shift and conformal sets of ``pred`` on ``data``.
 
     Args:
@@ -266,7 +231,8 @@ def evaluate_uncertainty(pred: Any, data: Data, evaluation: Any = None, *, tta: 
         evaluation: an :class:`EvaluationConfig` or its mapping (default: calibration when there
             is a validation split, selective prediction, nothing else).
         tta: test-time transforms whose outputs are averaged (as in the method's validation).
-        test, val: the outputs :func:`predict_outputs` already gave on those splits (else computed).
+        test, val: the predictives :func:`~ensemblekit.evaluation.forward.predictive` already gave on those splits
+            (else computed).
 
     Returns:
         A JSON-able dict: ``format``, ``config``, ``hash``, and the parts asked for —
@@ -278,20 +244,18 @@ def evaluate_uncertainty(pred: Any, data: Data, evaluation: Any = None, *, tta: 
         >>> res["ood"]["noise"]["scores"]["mi"]["auroc"], res["shift"]["mean"]["accuracy"]
     """
     cfg = check_evaluation(evaluation, data)
-    from ..metrics.ood import uncertainty_scores
-
-    test = test if test is not None else predict_outputs(pred, data.test, tta)
+    test = test if test is not None else predictive(pred, data.test, tta)
     y = data.test.tensors()[1].cpu()
-    pbar = test[0].mean(0)
+    pbar = test.pooled()
     out: dict[str, Any] = {"format": EVALUATION_FORMAT, "config": cfg.model_dump(mode="json"), "hash": evaluation_hash(cfg)}
     temperature = None
     if data.val is not None and cfg.calibration != "none":
-        val = val if val is not None else predict_outputs(pred, data.val, tta)
+        val = val if val is not None else predictive(pred, data.val, tta)
         y_val = data.val.tensors()[1].cpu()
         out["calibration"], _ = _calibration(cfg, val, y_val, test, y)
         temperature = out["calibration"]["pool_then_calibrate"]["temperature"]
     need_scores = cfg.selective or cfg.ood
-    scores = uncertainty_scores(test[0], test[1], cfg.scores) if need_scores else {}
+    scores = test.scores(cfg.scores) if need_scores else {}
     if cfg.selective:
         out["selective"] = _selective(scores, pbar.argmax(-1) == y)
     if cfg.ood:
@@ -299,6 +263,6 @@ def evaluate_uncertainty(pred: Any, data: Data, evaluation: Any = None, *, tta: 
     if cfg.shift is not None:
         out["shift"] = _shift(cfg, pred, data, tta, _headline(pbar, y, cfg.n_bins), temperature)
     if cfg.conformal is not None:
-        val = val if val is not None else predict_outputs(pred, data.val, tta)  # type: ignore[arg-type]
-        out["conformal"] = _conformal(cfg, val[0].mean(0), data.val.tensors()[1].cpu(), pbar, y)  # type: ignore[union-attr]
+        val = val if val is not None else predictive(pred, data.val, tta)  # type: ignore[arg-type]
+        out["conformal"] = _conformal(cfg, val.pooled(), data.val.tensors()[1].cpu(), pbar, y)  # type: ignore[union-attr]
     return out

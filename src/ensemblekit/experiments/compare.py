@@ -173,14 +173,15 @@ def _reevaluate(spec: Mapping[str, Any], cell_dir: str, row: dict[str, Any], dat
     """A finished cell under a changed ``evaluation``: evaluate its saved ensemble again (nothing is retrained)."""
     from ..predictors import load_predictor
     from ..training.engine import resolve_device
-    from .results import method_tta, evaluate_predictor
+    from ..evaluation.evaluate import evaluate_predictor
+    from .results import method_tta
 
     with claim(cell_dir, digest, spec):
         method, _ = cell_method(spec, data)  # the cell's test-time transforms
         method.validate()
         pred = load_predictor(os.path.join(cell_dir, "ensemble.safetensors"), device=resolve_device(method.train_config_.device))
         names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
-        test, val, uncertainty = evaluate_predictor(pred, data, spec.get("evaluation"), tta=method_tta(method, data), tta_names=names)
+        test, val, uncertainty, _ = evaluate_predictor(pred, data, spec.get("evaluation"), tta=method_tta(method, data), tta_names=names)
         # every metric computed again (a changed evaluation or metrics version); size curves and
         # diversity of the training-time row are kept where the new test dict has none
         row = {**row, "test": {**row.get("test", {}), **test}, "val": ({**(row.get("val") or {}), **val} if val else row.get("val")),

@@ -23,7 +23,7 @@ from ..curves.model import CurveModel
 from ..data.dataset import Data
 from ..errors import ConfigError
 from ..methods.base import create_method
-from ..metrics.evaluate import evaluate
+from ..evaluation.evaluate import evaluate
 from ..report.curve_report import summary_markdown, write_curve_report
 from ..report.tables import markdown_table
 from ..serialization import atomic_write_text, write_json

@@ -3,7 +3,8 @@
 Every command goes through :func:`record_result`: ``train`` (one run), every ``compare``
 cell, every ``tune`` trial and the units of the ``nes``, ``varhyper`` and ``curve``
 presets. It saves the ensemble, evaluates it on the test (and validation) split with
-the method's test-time augmentation, measures the method's cost, asks the method for its
+the method's test-time augmentation (:func:`~ensemblekit.evaluation.evaluate.evaluate_predictor`:
+one prediction pass per split), measures the method's cost, asks the method for its
 own results (:meth:`~ensemblekit.methods.base.Method.details`) and writes
 ``results.json``: one row of the schema below, the same for every method.
 
@@ -36,14 +37,13 @@ from typing import Any, Mapping
 from ..data.augment import build_tta
 from ..data.dataset import Data
 from ..methods.base import Method
-from ..metrics.calibration import calibrated_size_curve
-from ..metrics.summary import evaluate_probs
+from ..evaluation.evaluate import Evaluated, evaluate_predictor
 from ..serialization import write_json
 from ..training.checkpoint import RunDir
 from ..training.flops import inference_flops
 from .provenance import provenance
 
-__all__ = ["ROW_FORMAT", "record_result", "evaluate_method", "measure_cost", "summary", "load_row"]
+__all__ = ["ROW_FORMAT", "record_result", "method_tta", "evaluate_method", "measure_cost", "summary", "load_row"]
 
 ROW_FORMAT = "ensemblekit.row/1"
 _SUMMARY = ("accuracy", "error", "nll", "brier", "ece")
@@ -54,39 +54,12 @@ def method_tta(method: Method, data: Data) -> list[Any] | None:
     return build_tta(specs, data.input_shape) if specs else None
 
 
-def evaluate_method(method: Method, data: Data, evaluation: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+def evaluate_method(method: Method, data: Data, evaluation: Any = None) -> Evaluated:
     """Test and validation metrics of ``method.ensemble_`` and its uncertainty evaluation, with the
     method's ``train.tta`` transforms averaged as in training's validation (``None`` for a missing split);
-    see :func:`evaluate_predictor`."""
+    see :func:`~ensemblekit.evaluation.evaluate.evaluate_predictor`."""
     names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
     return evaluate_predictor(method.ensemble_, data, evaluation, tta=method_tta(method, data), tta_names=names)
-
-
-def evaluate_predictor(ens: Any, data: Data, evaluation: Any = None, *, tta: Any = None,
-                       tta_names: list[Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
-    """Test and validation metrics of a predictor and its uncertainty evaluation.
-
-    With a validation split the test metrics also hold ``calibrated``: the temperature fitted
-    on validation and the test NLL after temperature scaling, for the whole ensemble and for
-    the ensembles of its first 1..M members (Ashukha et al. 2020's calibrated log-likelihood).
-    The third result is :func:`~ensemblekit.evaluation.run.evaluate_uncertainty` of ``evaluation``
-    (computed from the same forward passes)."""
-    from ..evaluation.run import evaluate_uncertainty, predict_outputs
-
-    names = list(tta_names or [])
-    test_out = predict_outputs(ens, data.test, tta)
-    test_p = test_out[0]
-    y_test = data.test.tensors()[1].cpu()
-    test = {**evaluate_probs(test_p, y_test), "tta": names}
-    val_out = predict_outputs(ens, data.val, tta) if data.val is not None else None
-    uncertainty = evaluate_uncertainty(ens, data, evaluation, tta=tta, test=test_out, val=val_out)
-    if val_out is None:
-        return test, None, uncertainty
-    val_p = val_out[0]
-    y_val = data.val.tensors()[1].cpu()  # type: ignore[union-attr]
-    curve = calibrated_size_curve(val_p, y_val, test_p, y_test)
-    test["calibrated"] = {"temperature": curve["temperature"][-1], "nll": curve["calibrated_nll"][-1], "size_curve": curve}
-    return test, {**evaluate_probs(val_p, y_val), "tta": names}, uncertainty
 
 
 def measure_cost(method: Method, data: Data) -> dict[str, Any]:
@@ -126,7 +99,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
     rd = RunDir(run_dir)
     ens = method.ensemble_
     ens.save(rd.file("ensemble.safetensors"))
-    test, val, uncertainty = evaluate_method(method, data, evaluation)
+    test, val, uncertainty, test_pd = evaluate_method(method, data, evaluation)
     row: dict[str, Any] = {
         "format": ROW_FORMAT,
         "method": label or method.name,
@@ -147,7 +120,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         **dict(extra or {}),
     }
     if plots:
-        _standard_plots(method, data, rd, test, uncertainty)
+        _standard_plots(method, data, rd, test, uncertainty, test_pd.probs)
     if "tensorboard" in method.train_config_.loggers:
         from ..training.tracking import log_result
 
@@ -169,13 +142,12 @@ def _name_of(obj: Any) -> str:
     return getattr(obj, "__qualname__", type(obj).__name__)
 
 
-def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any], uncertainty: Mapping[str, Any]) -> None:
+def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any], uncertainty: Mapping[str, Any],
+                    probs: Any) -> None:
     from ..metrics.calibration import scale_probs
-    from ..metrics.evaluate import predict_proba
     from ..report.plots import reliability_diagram, size_curve_plot, training_curves
     from ..report.uncertainty_plots import run_plots
 
-    probs = predict_proba(method.ensemble_, data.test, method_tta(method, data)).cpu()
     y = data.test.tensors()[1]
     cal = uncertainty.get("calibration")
     calibrated = scale_probs(probs.mean(0), cal["pool_then_calibrate"]["temperature"]) if cal else None

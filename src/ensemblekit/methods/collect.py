@@ -123,7 +123,7 @@ def collection_report(method: Any, run: Any, data: Any) -> None:
     points, each member's test error and the ensemble's as members are added, and the
     distances in weight space between members (``members.json`` holds the numbers)."""
     from ..data.batching import steps_per_epoch
-    from ..metrics.evaluate import evaluate
+    from ..evaluation.evaluate import evaluate
     from ..report.plots import line_plot, matrix_plot
     from ..serialization import write_json
 

@@ -52,7 +52,7 @@ def error_vs_members(curves: Mapping[str, Sequence[float]], path: str | Path, ti
 
 def boosting_report(method: Any, run: Any, data: Any) -> None:
     """Write ``margins.png``, ``discounts.png``, ``members.png`` and ``boosting.json`` into a run."""
-    from ..metrics.evaluate import evaluate
+    from ..evaluation.evaluate import evaluate
     from ..serialization import write_json
 
     margin_histograms(method.margins_, run.file("margins.png"), title="boosting: training margins after each member")

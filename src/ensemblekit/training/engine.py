@@ -29,7 +29,7 @@ from ..data.batching import Batch, LoaderBatcher, TensorBatcher
 from ..data.dataset import Data
 from ..errors import ConfigError, DataError, NonFiniteLossError
 from ..metrics.classification import accuracy, nll
-from ..metrics.evaluate import predict_proba
+from ..evaluation.forward import predictive
 from ..seeding import derive_seed
 from ..threads import follow_load
 from .callbacks import Callback
@@ -437,7 +437,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate_val(self) -> dict[str, Any]:
         """Validation accuracy and NLL of the ensemble, the mean member and each member."""
-        probs = predict_proba(self.model, self.data.val, self.tta)  # type: ignore[arg-type]
+        probs = predictive(self.model, self.data.val, self.tta, cpu=False).probs  # type: ignore[arg-type]
         if not torch.isfinite(probs).all():
             bad = [m for m in range(probs.shape[0]) if not torch.isfinite(probs[m]).all()]
             raise NonFiniteLossError(f"{self.stage}: the validation outputs became non-finite after epoch {self.epoch} "

@@ -119,8 +119,11 @@ class TrainableModel(Protocol):
     def member_slices(self) -> dict[str, slice | None]:
         """For each name of :meth:`state_tensors`: the members its axis 0 indexes, or None (shared)."""
 
-    def predict_proba(self, x: Any, batch_size: int = 1024) -> torch.Tensor:
-        """Per-member probabilities ``(M, N, C)`` in eval mode (``x``: a tensor or a Split)."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference logits ``(M, B, C)`` of a batch (called in eval mode, without gradients, by
+        :func:`ensemblekit.evaluation.forward.predictive`: validation and every evaluation). Most
+        models return ``self(x)``; a curve returns its point at ``eval_t``, a stacked ensemble
+        runs a few members at a time."""
 
     # Optional: ``targets(y) -> y``, the labels of the examples the last training forward used,
     # for a model that re-pairs or repeats its inputs (MIMO); the engine scores the logits
@@ -128,7 +131,7 @@ class TrainableModel(Protocol):
 
 
 _REQUIRED = ("num_members", "device", "param_groups", "train", "eval", "to", "state_tensors", "load_state_tensors",
-             "member_slices", "predict_proba")
+             "member_slices", "logits")
 
 
 def check_trainable(model: Any) -> None:

@@ -218,6 +218,10 @@ class HyperModel:
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         copy_state_(self.leaves, tensors, "saved hypernetwork state")
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference logits ``(len(eval_lambdas), B, C)`` of the mean networks at ``eval_lambdas``."""
+        return self.members(self.eval_lambdas).train(self.training).logits(x)
+
     @torch.no_grad()
     def predict_proba(self, x: Any, batch_size: int = 1024) -> torch.Tensor:
         """Probabilities ``(M, N, C)`` of the mean networks at ``eval_lambdas``."""

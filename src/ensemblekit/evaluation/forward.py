@@ -1,0 +1,84 @@
+"""The one prediction pass: a predictor's members over a set of inputs, in batches, with test-time augmentation.
+
+Every number ensemblekit reports about a predictor comes from :func:`predictive`: the
+engine's validation, the results row, the uncertainty evaluation, ``ensemblekit evaluate``
+and every kind's ``predict_proba``. It asks the predictor for one thing, its inference
+logits ``pred.logits(x) -> (M, B, C)`` in eval mode (the trainable-model protocol of
+:mod:`ensemblekit.training.protocol` and :class:`ensemblekit.predictors.Predictor`): a
+stacked ensemble runs a few members at a time there, a curve its point at ``eval_t``, a
+hypernetwork its members at ``eval_lambdas``.
+
+Test-time augmentation (TTA) averages each member's probabilities, and separately its
+logits, over a fixed list of deterministic transforms of the inputs (see
+:func:`ensemblekit.data.augment.build_tta`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..data.dataset import Split
+from ..errors import DataError
+from ..metrics.predictive import Categorical
+
+__all__ = ["Transform", "member_logits", "predictive"]
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def member_logits(pred: Any, x: torch.Tensor | Split, batch_size: int = 1024,
+                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Members' logits ``(M, N, C)`` (float32, on the predictor's device) in eval mode, ``batch_size`` examples at a time.
+
+    Args:
+        pred: a predictor or trainable model (``logits``, ``eval``, ``train``, ``device``).
+        x: inputs ``(N, ...)`` or a :class:`~ensemblekit.data.dataset.Split`.
+        forward: the inference forward to use instead of ``pred.logits``.
+    """
+    fwd = forward if forward is not None else pred.logits
+    was = bool(getattr(pred, "training", False))
+    pred.eval()
+    try:
+        if isinstance(x, Split):
+            chunks = [fwd(xb).float() for xb, _ in x.batches(batch_size, device=pred.device)]
+        elif isinstance(x, torch.Tensor):
+            chunks = [fwd(x[i:i + batch_size].to(pred.device)).float() for i in range(0, x.shape[0], batch_size)]
+        else:
+            raise DataError(f"x must be a tensor or a Split, got {type(x).__name__}")
+    finally:
+        pred.train(was)
+    return torch.cat(chunks, dim=1)
+
+
+def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | None = None, batch_size: int = 1024, *,
+               cpu: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Categorical:
+    """The members' predictive distributions on ``x``: one pass per test-time transform.
+
+    Args:
+        pred: a predictor (any method's ``ensemble_``, a loaded file) or a trainable model.
+        x: inputs ``(N, ...)`` or a Split.
+        tta: deterministic transforms of the inputs whose predictions are averaged; ``None``
+            or empty: the plain inputs.
+        batch_size: examples per forward pass.
+        cpu: return CPU tensors (``False``: where the predictor computed them).
+        forward: the inference forward instead of ``pred.logits`` (e.g. a fixed member chunk).
+
+    Returns:
+        A :class:`~ensemblekit.metrics.predictive.Categorical` (probabilities and logits ``(M, N, C)``).
+
+    Example:
+        >>> pd = predictive(method.ensemble_, data.test)
+        >>> pd.probs.shape                      # (M, N, C)
+    """
+    def one(inputs: torch.Tensor | Split) -> Categorical:
+        z = member_logits(pred, inputs, batch_size, forward)
+        z = z.cpu() if cpu else z
+        return Categorical(z.softmax(-1), z)
+
+    if not tta:
+        return one(x)
+    xs = x.tensors()[0] if isinstance(x, Split) else x
+    return Categorical.mean_of([one(t(xs)) for t in tta])
