@@ -75,7 +75,7 @@ def test_exported_graphs_equal_predict_and_load_without_ensemblekit(signals, cas
     ens = _ens(signals, CASES[case])
     x = signals.test.tensors()[0]
     formats = _formats()
-    paths = [ens.export(str(tmp_path / f"ens{EXT[fmt]}"), format=fmt) for fmt in formats]
+    paths = [ek.export(ens, str(tmp_path / f"ens{EXT[fmt]}"), format=fmt) for fmt in formats]
     xs = tmp_path / "x.npy"
     np.save(xs, x.numpy())
     proc = subprocess.run([sys.executable, "-c", _LOADER, str(xs), *paths], capture_output=True, text=True, timeout=300)
@@ -95,13 +95,13 @@ def test_export_with_members_and_of_a_one_network_ensemble(signals, tmp_path):
 
     ens = _ens(signals, CASES["cnn1d_bn"])
     x = signals.test.tensors()[0][:17]
-    program = torch.export.load(ens.export(str(tmp_path / "m.pt2"), members=True)).module()
+    program = torch.export.load(ek.export(ens, str(tmp_path / "m.pt2"), members=True)).module()
     mean, members = program(x)
     torch.testing.assert_close(members, ens.predict_proba(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mean, ens.predict(x), atol=1e-5, rtol=1e-5)
     base = model_factory({"name": "cnn1d", "kwargs": {"channels": 4}}, input_shape=signals.input_shape, num_classes=10)
     shared = SharedEnsemble(to_batch_ensemble(base(), members=3), "batch_ensemble", {"members": 3}, base.spec).eval()
-    traced = torch.jit.load(shared.export(str(tmp_path / "be.pt"), format="torchscript"))
+    traced = torch.jit.load(ek.export(shared, str(tmp_path / "be.pt"), format="torchscript"))
     torch.testing.assert_close(traced(x), shared.predict(x), atol=1e-5, rtol=1e-5)
 
 
@@ -111,7 +111,7 @@ def test_export_refuses_mc_dropout_and_unknown_formats(signals, tmp_path, cli):
 
     ens = _ens(signals, CASES["cnn1d_bn"])
     with pytest.raises(ConfigError, match="format must be one of"):
-        ens.export(str(tmp_path / "x.bin"), format="pickle")
+        export(ens, str(tmp_path / "x.bin"), format="pickle")
     mc = object.__new__(MCDropout)
     with pytest.raises(ConfigError, match="random dropout passes"):
         export(mc, str(tmp_path / "mc.pt2"))

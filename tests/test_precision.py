@@ -276,7 +276,7 @@ def test_compile_falls_back_to_eager_with_a_warning(blobs: ek.Data, monkeypatch:
 
 
 def test_members_placed_on_two_devices_train_like_one_device(blobs: ek.Data, tmp_path) -> None:
-    from ensemblekit.placement import PlacedEnsemble, split_members
+    from ensemblekit.ensemble.placement import PlacedEnsemble, split_members
     from ensemblekit.training import RunDir
 
     assert split_members(5, 2) == [slice(0, 3), slice(3, 5)] and split_members(1, 3) == [slice(0, 1)]

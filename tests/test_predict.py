@@ -82,7 +82,7 @@ def test_predict_array_batches_like_one_pass(run):
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
     assert a["member_probs"].shape == (3, 37, 10)
-    c = ens.predict_uncertainty(x)
+    c = ek.predict_array(ens, x)  # the top-level name of the same function
     np.testing.assert_allclose(c["probs"], ens.predict(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-7)
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from ensemblekit.ensemble import Ensemble
 from ensemblekit.models import create_model
 from ensemblekit.models.dropconnect import DropConnect
-from ensemblekit.stacked import compile_plan
+from ensemblekit.ensemble.stacked import compile_plan
 
 M = 3
 
@@ -112,7 +112,7 @@ def test_stochastic_depth_drops_whole_branches_per_member_and_sample() -> None:
     ens = Ensemble.from_factory(make, seeds=[0, 1])
     plan = ens.groups[0].plan
     assert plan is not None
-    from ensemblekit.stacked import _State, _drop_path, CHAN
+    from ensemblekit.ensemble.stacked import _State, _drop_path, CHAN
     from ensemblekit.models.layers import DropPath
     mod = DropPath(0.5).train()
     x = torch.ones(64, 2 * 3, 4, 4)

@@ -15,7 +15,7 @@ from ensemblekit import Ensemble
 from ensemblekit.errors import ConfigError
 from ensemblekit.methods.collect import Averager, Collector
 from ensemblekit.models import model_factory
-from ensemblekit.training.bn import recompute_bn
+from ensemblekit.ensemble.bn import recompute_bn
 
 SMALL = {"model": {"name": "mlp", "kwargs": {"hidden": [16], "batchnorm": True}}, "batch_size": 30, "progress": False,
          "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}

@@ -11,68 +11,45 @@ it in one of three formats:
 - ``onnx``: an ONNX graph (``.onnx``, the ``onnx`` extra: ``pip install -e ".[onnx]"``),
   dynamic batch; run it with onnxruntime.
 
-Members of an :class:`~ensemblekit.ensemble.Ensemble` become ordinary modules (a
+Each predictor kind says what it exports (``export_module``, see :mod:`ensemblekit.predictors`):
+members of an :class:`~ensemblekit.ensemble.Ensemble` become ordinary modules (a
 heterogeneous EdgeNES ensemble too: one module per member), in eval mode, BatchNorm with
 its running statistics. A network whose members share one forward pass (BatchEnsemble,
 Packed, MIMO, Masksembles) is exported as that network. MC-dropout's members are random
-passes, which no static graph reproduces: it is refused with a clear error.
+passes, which no static graph reproduces: it is refused with a clear error. This module
+knows no kind: it writes whatever module the predictor gives.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+from .predictors import EnsembleModule
 
 __all__ = ["FORMATS", "EnsembleModule", "export"]
 
 FORMATS = {"export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
 
 
-class EnsembleModule(nn.Module):
-    """``x -> mean_m softmax(f_m(x))`` (and the members' probabilities with ``members``)."""
-
-    def __init__(self, members: Sequence[nn.Module] | None = None, shared: nn.Module | None = None, with_members: bool = False) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members or [])
-        self.shared = shared
-        self.with_members = with_members
-
-    def forward(self, x: torch.Tensor) -> Any:
-        if self.shared is not None:
-            probs = torch.softmax(self.shared(x), dim=-1)  # (M, B, C) from one network
-        else:
-            probs = torch.stack([torch.softmax(m(x), dim=-1) for m in self.members])
-        mean = probs.mean(0)
-        return (mean, probs) if self.with_members else mean
-
-
-def _module(predictor: Any, with_members: bool) -> EnsembleModule:
-    from .efficient.mcdropout import MCDropout
-    from .efficient.shared import SharedEnsemble
-    from .ensemble import Ensemble
-
-    if isinstance(predictor, MCDropout):
-        raise ConfigError("MC-dropout's members are random dropout passes, which a static graph cannot reproduce; "
-                          "export the network without dropout or use `ensemblekit predict`")
-    if isinstance(predictor, SharedEnsemble):
-        import copy
-
-        return EnsembleModule(shared=copy.deepcopy(predictor.net).eval(), with_members=with_members).eval()
-    if isinstance(predictor, Ensemble):
-        return EnsembleModule([m.eval() for m in predictor.to("cpu").to_modules()], with_members=with_members).eval()
-    raise ConfigError(f"cannot export a {type(predictor).__name__}")
+def _module(predictor: Any, with_members: bool) -> nn.Module:
+    """The plain module the predictor's kind exports (``export_module``)."""
+    export_module = getattr(predictor, "export_module", None)
+    if export_module is None:
+        raise ConfigError(f"cannot export a {type(predictor).__name__}")
+    return export_module(with_members)
 
 
 def export(predictor: Any, path: str, example: torch.Tensor | None = None, *, format: str = "export", members: bool = False) -> str:
     """Write ``predictor`` as one graph in ``format`` (see the module docstring) and return ``path``.
 
     Args:
-        predictor: an Ensemble or a one-network ensemble (SharedEnsemble).
+        predictor: a predictor whose kind exports a module (an Ensemble, a one-network
+            ensemble such as a SharedEnsemble).
         path: the file to write (its folder is created).
         example: a batch of inputs ``(B, *input_shape)`` to trace with (default: zeros of the
             input shape the predictor's model spec records).

@@ -13,7 +13,7 @@ from safetensors.torch import save as _st_save
 
 from .errors import DataError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_tensors", "load_tensors", "copy_state_"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_tensors", "load_tensors", "load_metadata", "copy_state_"]
 
 
 def _umask() -> int:
@@ -139,6 +139,26 @@ def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
         return tensors, (json.loads(raw) if raw else None)
+    except ValueError as exc:
+        raise DataError(f"{path}: its JSON metadata is malformed ({exc})") from None
+
+
+def load_metadata(path: str | os.PathLike[str]) -> Any:
+    """The JSON metadata of a file written by :func:`save_tensors`, without reading its tensors.
+
+    Raises:
+        DataError: as :func:`load_tensors` (no such file, not safetensors, malformed JSON).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"file not found: {path}")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get("json")
+    except Exception as exc:  # SafetensorError, OSError
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        return json.loads(raw) if raw else None
     except ValueError as exc:
         raise DataError(f"{path}: its JSON metadata is malformed ({exc})") from None
 

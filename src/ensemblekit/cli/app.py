@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, List, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "console", "err_console", "SetOpt", "RunDirOpt", "table", "open_experiment", "with_backend_options"]
+__all__ = ["app", "console", "err_console", "SetOpt", "RunDirOpt", "AcceptCodeOpt", "table", "open_experiment", "with_backend_options",
+           "preset_command"]
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +27,8 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override a config value: key.su
 AcceptCodeOpt = typer.Option(False, "--accept-code-change",
                              help="Keep finished work of the same config that other code computed (an upgrade, a new torch); "
                                   "recorded in its spec.json, and the report names those rows (default: refuse).")
+ForceOpt = typer.Option(False, "--force", help="Retrain the cells of the run directory trained under another config or code "
+                                                "(default: refuse).")
 RunDirOpt = typer.Option(None, "--run-dir", help="Where to write the run (default: <out>/<config name>); the same command resumes it.")
 
 
@@ -111,3 +114,42 @@ def with_backend_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "backend_for"}, **_BACKEND_TYPES}
     return wrapper
+
+
+def preset_command(name: str, example: str, help_text: str) -> Callable[..., None]:
+    """Register ``ensemblekit <name> CONFIG.yaml``, the one command skeleton of every preset
+    (:mod:`ensemblekit.experiments.presets`): ``--set``, ``--run-dir``, ``--force``,
+    ``--accept-code-change`` and the backend options; the config and the data are validated
+    before anything is written (exit 2, one line), the preset's tables are printed, and a
+    failed cell (named, with its error) makes the exit code 1.
+
+    Args:
+        name: the preset (``nes``, ``varhyper``, ``curve``). example: a shipped config, for
+            ``--help``. help_text: the command's help text.
+    """
+
+    def command(
+        config: str = typer.Argument(..., help=f"YAML config (see {example})."),
+        set_: Optional[List[str]] = SetOpt,
+        run_dir: Optional[str] = RunDirOpt,
+        force: bool = ForceOpt,
+        accept_code_change: bool = AcceptCodeOpt,
+        backend_for: Any = None,
+    ) -> None:
+        from rich.markup import escape
+
+        from ..experiments.presets import TableSpec, get_preset, run_preset
+
+        preset = get_preset(name)
+        cfg, target, data = open_experiment(config, set_, preset.config, run_dir, suffix=preset.run_dir_suffix)
+        run = run_preset(preset, cfg, target, data=data, backend=backend_for(cfg.backend), force=force, accept_code_change=accept_code_change)
+        for item in preset.show(cfg, run.results, data, target):
+            console.print(table(item.title, item.header, item.rows) if isinstance(item, TableSpec) else item)
+        for spec, row in run.failed:
+            console.print(f"[red]failed[/red] {escape(spec['key'])}: {escape(str(row['failed']))}", highlight=False)
+        if run.failed:
+            raise typer.Exit(1)
+
+    command.__doc__ = help_text
+    command.__name__ = name
+    return app.command(name)(with_backend_options(command))

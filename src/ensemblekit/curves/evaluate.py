@@ -2,7 +2,7 @@
 
 Every point is evaluated as a member of one stacked :class:`~ensemblekit.ensemble.Ensemble`
 (``M = len(ts)``): its BatchNorm statistics are recomputed by one pass over the training
-data at that ``t`` with a cumulative average (:func:`~ensemblekit.training.bn.recompute_bn`),
+data at that ``t`` with a cumulative average (:func:`~ensemblekit.ensemble.bn.recompute_bn`),
 then train loss/error and test error/NLL are measured. docs/methods.md (curve_ensemble).
 """
 
@@ -16,9 +16,9 @@ import torch
 
 from ..data.dataset import Data, Split
 from ..ensemble import Ensemble
+from ..ensemble.bn import recompute_bn
 from ..errors import ConfigError
 from ..metrics.classification import accuracy, nll
-from ..training.bn import recompute_bn
 from .model import CurveModel
 
 __all__ = ["CurveEvaluation", "curve_points", "evaluate_curve", "two_model_errors", "curve_ensemble", "summarize", "t_grid"]

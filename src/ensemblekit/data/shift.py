@@ -99,7 +99,7 @@ class Corruption:
         return rank in _RANKS[self.kind] or (rank == 2 and self.name in _TABULAR_SUITE)
 
 
-CORRUPTIONS: Registry[Corruption] = Registry("corruption")
+CORRUPTIONS: Registry[Corruption] = Registry("corruption", discover=("ensemblekit.data",))  # data/corruptions.py registers the suite
 
 
 def register_corruption(name: str, kind: str, description: str) -> Callable[[Callable], Callable]:
@@ -258,6 +258,3 @@ def _mnist1d_shifted_arrays(severity: int, num_examples: int, seed: int) -> tupl
     d = make_mnist1d(args)
     return (np.ascontiguousarray(d["x_test"][:num_examples, None, :], dtype=np.float32),
             np.asarray(d["y_test"][:num_examples], dtype=np.int64))
-
-
-from . import corruptions as _corruptions  # noqa: E402,F401  (registers the corruptions above)

@@ -1,10 +1,19 @@
-"""Ensembles whose members share one network or one training run, as registered methods:
-BatchEnsemble, Packed-Ensembles, MIMO, Masksembles, MC-dropout and (Multi)SWAG.
+"""Ensembles whose members share one network or one training run: BatchEnsemble,
+Packed-Ensembles, MIMO, Masksembles, MC-dropout and (Multi)SWAG.
 
-The submodules hold the model transformations and predictors; the methods that train them
-are in :mod:`ensemblekit.methods` (``batch_ensemble``, ``packed``, ``mimo``, ``masksembles``,
-``mc_dropout``, ``swag``). This package imports nothing at import time, so that the model
-registry can import the ``packed`` and ``head_dropout`` wrappers without a cycle.
+Owns: the model transformations (:mod:`.batchensemble`, :mod:`.mimo`, :mod:`.masksembles`,
+registered in :data:`~ensemblekit.efficient.shared.TRANSFORMS`), the ``packed`` and
+``head_dropout`` model wrappers, and two predictor kinds: the one-network
+:class:`~ensemblekit.efficient.shared.SharedEnsemble` and
+:class:`~ensemblekit.efficient.mcdropout.MCDropout` (each owns its file and its export).
+The methods that train them are in :mod:`ensemblekit.methods` (``batch_ensemble``,
+``packed``, ``mimo``, ``masksembles``, ``mc_dropout``, ``swag``). The registries that hold
+these entries import this package's modules when a lookup misses, so this package imports
+nothing at import time and nothing imports it to register them.
+
+May import: the base modules (``errors``, ``registry``, ``serialization``, ``predictors``...),
+``data``, ``metrics``, ``evaluation``, ``models``, ``training`` and ``ensemble``; never
+``export`` or anything above it.
 """
 
 __all__ = ["batchensemble", "masksembles", "mcdropout", "mimo", "packed", "shared", "swag"]

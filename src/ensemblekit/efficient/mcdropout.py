@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from ..data.dataset import Split
+from ..ensemble import Ensemble
 from ..errors import ConfigError, DataError
 from ..models.registry import register_wrapper
+from ..predictors import register_predictor
 from ..serialization import load_tensors, save_tensors
 
 __all__ = ["MCDropout", "add_head_dropout", "MC_FORMAT"]
@@ -46,6 +48,7 @@ def add_head_dropout(model: nn.Module, p: float) -> nn.Module:
     return model
 
 
+@register_predictor
 class MCDropout:
     """The predictor: ``passes`` stochastic forward passes of one trained network.
 
@@ -53,6 +56,8 @@ class MCDropout:
         ensemble: a one-member :class:`~ensemblekit.ensemble.Ensemble` (the trained network).
         passes: M (>= 1). seed: pass m uses ``manual_seed(seed + m)``.
     """
+
+    file_format = MC_FORMAT
 
     def __init__(self, ensemble: Any, passes: int, seed: int = 0) -> None:
         if ensemble.num_members != 1:
@@ -118,6 +123,15 @@ class MCDropout:
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         return self.predict_proba(x, batch_size).mean(0)
 
+    def export_module(self, with_members: bool = False) -> nn.Module:
+        """Refused: the members are random dropout passes, which no static graph reproduces.
+
+        Raises:
+            ConfigError: always.
+        """
+        raise ConfigError("MC-dropout's members are random dropout passes, which a static graph cannot reproduce; "
+                          "export the network without dropout or use `ensemblekit predict`")
+
     def save(self, path: str) -> None:
         """The network (as a one-member ensemble file's tensors and metadata) plus the passes and seed."""
         meta = {"format": MC_FORMAT, "passes": self.passes, "seed": self.seed, "ensemble": self.ensemble.metadata()}
@@ -126,8 +140,6 @@ class MCDropout:
     @classmethod
     def load(cls, path: str, factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None,
              device: str | torch.device = "cpu", trust_factory: bool = False) -> "MCDropout":
-        from ..ensemble import Ensemble
-
         tensors, meta = load_tensors(path, device=device)
         if not isinstance(meta, dict) or meta.get("format") != MC_FORMAT:
             raise DataError(f"{path}: not an ensemblekit MC-dropout file")

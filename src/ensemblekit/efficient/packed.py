@@ -10,7 +10,7 @@ linear maps with ``M·gamma`` groups.
 
 ensemblekit's stacked members are exactly that packing: an :class:`~ensemblekit.ensemble.Ensemble`
 of M such subnetworks runs each layer as one grouped convolution (``groups = M·gamma``) or
-one batched matrix product over the members (:mod:`ensemblekit.stacked`), so a packed
+one batched matrix product over the members (:mod:`ensemblekit.ensemble.stacked`), so a packed
 ensemble is the model wrapper ``packed: {alpha, members, gamma}`` (this module) on any
 registered model, trained as M stacked members. ``tests/test_efficient.py`` checks that
 the stacked layer equals one block-diagonal grouped layer, outputs and gradients.

@@ -5,13 +5,14 @@ A :class:`MemberNet` is an ``nn.Module`` that maps a batch to per-member logits
 other parameter is shared by all members. :class:`SharedEnsemble` wraps one: it is a
 :class:`~ensemblekit.training.protocol.TrainableModel` (the engine trains it like any
 other, with per-member clipping, penalties and learning rates on the per-member tensors
-and the shared ones handled once) and a predictor with the :class:`~ensemblekit.ensemble.Ensemble`
-surface the results path uses (``predict_proba``, ``save``, ``num_parameters``...).
+and the shared ones handled once) and a predictor kind with the :class:`~ensemblekit.ensemble.Ensemble`
+surface the results path uses (``predict_proba``, ``save``, ``load``, ``export_module``, ``num_parameters``...).
 
 Member nets are built by registered *transformations* of an ordinary model
 (:data:`TRANSFORMS`: ``batch_ensemble``, ``mimo``, ``masksembles``), so a saved one is
 rebuilt from the base model's spec, the transformation's name and its options: loading
-runs no code the file names (registered models only, as for an Ensemble).
+runs no code the file names (registered models only, as for an Ensemble). :data:`TRANSFORMS`
+finds the transformations in this package (``discover``): nothing imports them for that.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data.dataset import Split
+from ..ensemble.io import rebuild_template
 from ..errors import ConfigError, DataError
+from ..predictors import EnsembleModule, register_predictor
 from ..registry import Registry
 from ..serialization import copy_state_, load_tensors, save_tensors
 from ..training.protocol import ParamGroup
@@ -34,7 +37,7 @@ __all__ = ["MemberNet", "RepeatedBatchNet", "SharedEnsemble", "TRANSFORMS", "reg
 
 SHARED_FORMAT = "ensemblekit.shared/1"
 
-TRANSFORMS: Registry[Callable[..., "MemberNet"]] = Registry("ensemble transformation")
+TRANSFORMS: Registry[Callable[..., "MemberNet"]] = Registry("ensemble transformation", discover=("ensemblekit.efficient",))
 
 
 def register_transform(name: str) -> Callable[[Callable[..., "MemberNet"]], Callable[..., "MemberNet"]]:
@@ -113,6 +116,7 @@ def find_layers(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[tu
     return found
 
 
+@register_predictor
 class SharedEnsemble:
     """M members in one :class:`MemberNet`: a trainable model and a predictor.
 
@@ -123,6 +127,8 @@ class SharedEnsemble:
         spec: the base model's JSON spec (``None``: a plain callable; then it cannot be loaded from a file).
         members_info: one dict per member.
     """
+
+    file_format = SHARED_FORMAT
 
     def __init__(self, net: MemberNet, transform: str, options: Mapping[str, Any], spec: dict[str, Any] | None,
                  members_info: Sequence[dict[str, Any]] | None = None) -> None:
@@ -216,11 +222,10 @@ class SharedEnsemble:
     def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
         return self.predict_proba(x, batch_size).mean(0)
 
-    def export(self, path: str, example: torch.Tensor | None = None, format: str = "export", members: bool = False) -> str:
-        """One graph that runs without ensemblekit: see :func:`ensemblekit.export.export`."""
-        from ..export import export
-
-        return export(self, path, example, format=format, members=members)
+    def export_module(self, with_members: bool = False) -> nn.Module:
+        """The member net itself (a copy, eval mode), its members' probabilities averaged:
+        what :func:`ensemblekit.export.export` writes."""
+        return EnsembleModule(shared=copy.deepcopy(self.net).eval(), with_members=with_members).eval()
 
     def save(self, path: str) -> None:
         """Weights (safetensors) and how to rebuild the net (base spec, transformation, options)."""
@@ -232,9 +237,6 @@ class SharedEnsemble:
     def load(cls, path: str, factory: Callable[[], nn.Module] | None = None, device: str | torch.device = "cpu",
              trust_factory: bool = False) -> "SharedEnsemble":
         """Rebuild a saved shared ensemble (registered base models only unless ``factory`` / ``trust_factory``)."""
-        from ..ensemble import rebuild_template
-        from . import batchensemble, masksembles, mimo  # noqa: F401  (register the transformations)
-
         tensors, meta = load_tensors(path, device=device)
         if not isinstance(meta, dict) or meta.get("format") != SHARED_FORMAT:
             raise DataError(f"{path}: not an ensemblekit shared-ensemble file")

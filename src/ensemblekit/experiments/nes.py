@@ -1,19 +1,23 @@
 """``ensemblekit nes``: EdgeNES and its baselines, a preset over the registered search methods.
 
-For every seed, every method in ``methods`` (``edgenes``, ``darts``, ``random_arch``,
-``darts_ensemble``, ``deepens_darts``, ``nes_rs``, ``nes_deviation``) is built with the
-config's shared settings, fitted into ``<run>/seed<s>/<method>`` and recorded through the
-one results path (:func:`~ensemblekit.experiments.results.record_result`), exactly as a
-``compare`` cell of the same method and seed would be: the same numbers come out of both.
-The methods share ``<run>/cache``, so the DARTS search is run once per seed and an
-architecture two methods both need (alpha* with seed 0, NES-RS's first random draw) is
-trained once. Candidates run on the execution backend (``--backend ray`` spreads a pool
-over a cluster).
+The preset (:mod:`~ensemblekit.experiments.presets`) is the config's methods (``edgenes``,
+``darts``, ``random_arch``, ``darts_ensemble``, ``deepens_darts``, ``nes_rs``,
+``nes_deviation``) x seeds: one cell each, trained into ``<run>/seed<s>/<method>`` by the
+same machinery as a ``compare`` cell (a cell of the same method and seed gives the same
+numbers in both). Each method takes the config's shared settings its hyperparameters
+declare (``search``, ``channels``, ``layers``; ``pool``, ``members`` (``ensemble``),
+``hyper``, ``lambdas``, ``k`` (``deviation_k``) where it has them). The cells share
+``<run>/cache``, so the DARTS search is run once per seed and an architecture two methods
+both need (alpha* with seed 0, NES-RS's first random draw) is trained once; the cells run
+one after another here and their candidates on the execution backend (``--backend ray``
+spreads a pool over a cluster).
 
-The preset adds what only a side-by-side run can show: the area under each method's
-accuracy-vs-time curve on a common horizon, EdgeNES's Spearman correlation of lambda with
-the common-edge count, ``nes.md``, ``nes.json`` and the plots. Background and defaults:
-``docs/methods.md`` (EdgeNES).
+The summary adds what only a side-by-side run shows: the area under each method's
+accuracy-vs-time curve on a common horizon, the Spearman correlation of lambda with the
+common-edge count of the method that reports one (EdgeNES's diversity control),
+``nes.md``, ``nes.json`` and the plots. Papers: Zaidi et al., "Neural Ensemble Search for
+Uncertainty Estimation and Dataset Shift" (NeurIPS 2021); Babkin & Bakhteev (MIPT, 2024).
+Background and defaults: ``docs/methods.md`` (EdgeNES).
 """
 
 from __future__ import annotations
@@ -26,20 +30,21 @@ from pydantic import Field, model_validator
 
 from ..config import DataConfig
 from ..data.dataset import Data
-from ..methods.base import create_method
+from ..methods.base import METHODS
 from ..nas.pool import curve_auc
 from ..nas.search import HyperConfig, SearchConfig
-from ..serialization import atomic_write_text, write_json
 from ..schema import StrictModel
+from ..serialization import write_json
 from ..training.config import TrainConfig
-from .backends import Backend, get_backend
-from .results import record_result
-from .provenance import code_note
-from .units import claim, finished_row, unit_hash
+from .backends import Backend
+from .presets import Preset, Summary, TableSpec, preset_cell, run_preset, shared_params
 
-__all__ = ["NesConfig", "NES_METHODS", "nes_method", "run_nes", "summarize"]
+__all__ = ["NesConfig", "NES_METHODS", "PRESET", "nes_cells", "run_nes", "summarize"]
 
 NES_METHODS = ("edgenes", "darts", "random_arch", "darts_ensemble", "deepens_darts", "nes_rs", "nes_deviation")
+
+#: What a method reports of EdgeNES's diversity control (its ``details``), kept per seed in ``nes.json``.
+_DIVERSITY = ("alpha_star", "alpha_star_text", "spearman", "grid", "hyper_history")
 
 
 class NesConfig(StrictModel):
@@ -81,19 +86,18 @@ class NesConfig(StrictModel):
             raise ValueError(f"ensemble ({self.ensemble}) must be <= pool ({self.pool})")
         return self
 
+    def shared(self) -> dict[str, Any]:
+        """The settings every method may take, under its hyperparameters' names."""
+        return {"search": self.search.model_dump(), "channels": self.channels, "layers": self.layers, "pool": self.pool,
+                "members": self.ensemble, "hyper": self.hyper.model_dump(), "lambdas": self.lambdas, "k": self.deviation_k}
 
-def nes_method(cfg: NesConfig, name: str, seed: int) -> Any:
-    """The registered method ``name`` with the preset's shared settings (what a compare cell of it would hold)."""
-    params: dict[str, Any] = {"search": cfg.search.model_dump(), "channels": cfg.channels, "layers": cfg.layers}
-    if name in ("edgenes", "nes_rs", "nes_deviation"):
-        params.update(pool=cfg.pool, members=cfg.ensemble)
-    if name in ("darts_ensemble", "deepens_darts"):
-        params["members"] = cfg.ensemble
-    if name == "edgenes":
-        params.update(hyper=cfg.hyper.model_dump(), lambdas=cfg.lambdas)
-    if name == "nes_deviation":
-        params["k"] = cfg.deviation_k
-    return create_method(name, seed=seed, train=cfg.train, **params)
+
+def nes_cells(cfg: NesConfig, run_dir: str = "") -> list[list[dict[str, Any]]]:
+    """One stage: every method for every seed, each with the shared settings its ``Params`` declare."""
+    shared = cfg.shared()
+    return [[preset_cell(cfg, key=f"{name}-s{seed}", folder=os.path.join(f"seed{seed}", name), seed=seed, train=cfg.train,
+                         method={"name": name, "label": name, **shared_params(name, shared)})
+             for seed in cfg.seeds for name in cfg.methods]]
 
 
 def _result(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,67 +106,12 @@ def _result(row: Mapping[str, Any]) -> dict[str, Any]:
             "retrain_s": d["retrain_s"], "curve": d["curve"], "train_flops": row["cost"]["train_flops"]}
 
 
-def _unit(cfg: NesConfig, name: str, seed: int, data: Data) -> tuple[Any, dict[str, Any], str]:
-    method = nes_method(cfg, name, seed)
-    spec = {"method": name, **method.get_params()}
-    return method, spec, unit_hash(spec, data.digest())
-
-
-def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None, force: bool = False,
-            accept_code_change: bool = False) -> dict[str, Any]:
-    """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
-
-    ``backend``: an execution backend for the candidates (default: ``get_backend(cfg.backend)``).
-    Running the same command again reuses every finished method (its ``results.json``) whose
-    spec is unchanged; a method folder of another spec makes the call refuse before anything
-    runs, unless ``force`` (it is retrained); one computed by other code likewise, unless
-    ``force`` or ``accept_code_change`` (kept, recorded, and named in ``nes.md``).
-
-    Returns:
-        ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s, auc}}}``.
-    """
-    data = data if data is not None else cfg.data.load()
-    folders = {(s, n): os.path.join(run_dir, f"seed{s}", n) for s in cfg.seeds for n in cfg.methods}
-    if not force:
-        for (seed, name), folder in folders.items():
-            finished_row(folder, _unit(cfg, name, seed, data)[2], accept_code_change=accept_code_change)
-    backend = backend if backend is not None else get_backend(cfg.backend)
-    cache = os.path.join(run_dir, "cache")
-    runs, rows = [], []
-    for seed in cfg.seeds:
-        results: dict[str, dict[str, Any]] = {}
-        info: dict[str, Any] = {}
-        for name in cfg.methods:
-            folder = folders[(seed, name)]
-            method, spec, digest = _unit(cfg, name, seed, data)
-            row = finished_row(folder, digest, force=force, accept_code_change=accept_code_change)
-            if row is None:
-                with claim(folder, digest, spec):
-                    method.fit(data, run_dir=folder, cache_dir=cache, backend=backend)
-                    row = record_result(method, data, folder, plots=False, report=False, extra={"spec_hash": digest})
-            rows.append(row)
-            results[name] = _result(row)
-            if name == "edgenes":
-                d = row["details"]
-                info.update(alpha_star=d["alpha_star"], alpha_star_text=d["alpha_star_text"], spearman=d["spearman"], grid=d["grid"],
-                            hyper_history=d["hyper_history"],
-                            pool=[{"lambda": p["lambda"], "common": p["common"], "genotype": p["genotype"]} for p in d["pool"]])
-        _add_auc(results)
-        runs.append({"seed": seed, "results": results, **info})
-        write_json(os.path.join(run_dir, f"seed{seed}", "result.json"), runs[-1])
-    summary = summarize(runs)
-    write_json(os.path.join(run_dir, "nes.json"), {"runs": runs, "summary": summary})
-    from ..report.nes_plots import nes_markdown, write_nes_plots
-
-    md = nes_markdown(summary, runs)
-    note = code_note(rows)
-    md += f"\n{note}" if note else ""
-    atomic_write_text(os.path.join(run_dir, "nes.md"), md)
-    write_nes_plots(runs, summary, run_dir)
-    from .curve import write_preset_html
-
-    write_preset_html(run_dir, "EdgeNES and its baselines", md, cfg)
-    return {"runs": runs, "summary": summary}
+def _diversity(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The diversity control a method reports (its lambdas and common edges), or nothing."""
+    if "spearman" not in details:
+        return {}
+    pool = [{"lambda": p["lambda"], "common": p["common"], "genotype": p["genotype"]} for p in details["pool"]]
+    return {**{k: details[k] for k in _DIVERSITY}, "pool": pool}
 
 
 def _add_auc(results: dict[str, dict[str, Any]]) -> None:
@@ -188,3 +137,56 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
         if all("auc" in r for r in rs):
             out[m]["auc"] = float(np.mean([r["auc"] for r in rs]))
     return out
+
+
+def _summary(cfg: NesConfig, cells: Sequence[tuple[Mapping[str, Any], dict[str, Any]]], data: Data, run_dir: str, plots: bool) -> Summary:
+    """Per seed: every method's result, the AUCs and the diversity control (``seed<s>/result.json``);
+    over seeds: :func:`summarize`; ``nes.json``, the table and the plots."""
+    rows = {(int(spec["seed"]), spec["label"]): row for spec, row in cells if "failed" not in row}
+    runs = []
+    for seed in cfg.seeds:
+        results: dict[str, dict[str, Any]] = {}
+        info: dict[str, Any] = {}
+        for name in cfg.methods:
+            if (seed, name) in rows:
+                results[name] = _result(rows[(seed, name)])
+                info.update(_diversity(rows[(seed, name)]["details"]))
+        _add_auc(results)
+        runs.append({"seed": seed, "results": results, **info})
+        write_json(os.path.join(run_dir, f"seed{seed}", "result.json"), runs[-1])
+    summary = summarize(runs)
+    write_json(os.path.join(run_dir, "nes.json"), {"runs": runs, "summary": summary})
+    from ..report.nes_plots import nes_markdown, write_nes_plots
+
+    labels = {m: METHODS.get(m).title for m in summary}
+    if plots:
+        write_nes_plots(runs, summary, run_dir, labels)
+    return Summary({"runs": runs, "summary": summary}, nes_markdown(summary, runs, labels), "nes.md", "EdgeNES and its baselines")
+
+
+def _show(cfg: NesConfig, results: Mapping[str, Any], data: Data, run_dir: str) -> list[Any]:
+    rows = [[METHODS.get(m).title, f"{s['acc_mean']:.2f} ± {s['acc_std']:.2f}", f"{100 - s['acc_mean']:.2f}", f"{s['find_s']:.0f}",
+             f"{s['retrain_s']:.0f}"] for m, s in results["summary"].items()]
+    out: list[Any] = [TableSpec(f"ensembles of {cfg.ensemble} from pools of {cfg.pool}, {data.name} test split, {len(cfg.seeds)} seed(s)",
+                                ["method", "acc %", "error %", "find s", "retrain s"], rows)]
+    out += [f"seed {r['seed']}: Spearman(lambda, common edges with alpha*) = {r['spearman']:.3f}" for r in results["runs"] if "spearman" in r]
+    return out + [f"table in {run_dir}/nes.md, plots {run_dir}/nes_common_edges.png, {run_dir}/nes_accuracy_cost.png"]
+
+
+PRESET = Preset("nes", NesConfig, cells=nes_cells, summarize=_summary, show=_show, backend_runs="candidates")
+
+
+def run_nes(cfg: NesConfig, run_dir: str, data: Data | None = None, backend: Backend | None = None, force: bool = False,
+            accept_code_change: bool = False) -> dict[str, Any]:
+    """Run EdgeNES and the baselines for every seed; write ``nes.json`` and ``nes.md`` into ``run_dir``.
+
+    ``backend``: an execution backend for the candidates (default: ``get_backend(cfg.backend)``).
+    Running the same command again reuses every finished method (its ``results.json``) whose
+    spec is unchanged; a method folder of another spec makes the call refuse before anything
+    runs, unless ``force`` (it is retrained); one computed by other code likewise, unless
+    ``force`` or ``accept_code_change`` (kept, recorded, and named in ``nes.md``).
+
+    Returns:
+        ``{"runs": [per-seed dict], "summary": {method: {acc_mean, acc_std, find_s, retrain_s, auc}}}``.
+    """
+    return run_preset(PRESET, cfg, run_dir, data=data, backend=backend, force=force, accept_code_change=accept_code_change).results

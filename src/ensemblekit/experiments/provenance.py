@@ -21,7 +21,7 @@ __all__ = ["provenance", "code_version", "code_note"]
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
     """ensemblekit's version and the git commit of its source tree (``None`` outside a checkout)."""
-    from .. import __version__
+    from .._version import __version__
 
     commit = None
     try:

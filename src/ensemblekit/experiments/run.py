@@ -20,10 +20,12 @@ from .results import record_result
 __all__ = ["build_method", "provenance", "run_training", "default_run_name", "load_results"]
 
 
-def build_method(method: MethodConfig, model: Mapping[str, Any], train: Mapping[str, Any], seed: int, **overrides: Any) -> Method:
+def build_method(method: MethodConfig, model: Mapping[str, Any] | None, train: Mapping[str, Any], seed: int, **overrides: Any) -> Method:
     """A method from its config: shared ``train`` settings, then the method's own ``train``,
-    then ``overrides`` (method hyperparameters or TrainConfig fields such as ``epochs``)."""
-    return create_method(method.name, model=dict(model), seed=seed, train={**dict(train), **method.train}, **{**method.params, **overrides})
+    then ``overrides`` (method hyperparameters or TrainConfig fields such as ``epochs``).
+    ``model=None``: the method's own default (the architecture searches build their own networks)."""
+    shape = {"model": dict(model)} if model is not None else {}
+    return create_method(method.name, **shape, seed=seed, train={**dict(train), **method.train}, **{**method.params, **overrides})
 
 
 def default_run_name(cfg: RunConfig) -> str:

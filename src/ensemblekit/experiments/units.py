@@ -1,8 +1,8 @@
 """Units of work keyed by their spec: reuse only exactly the same work, never train one twice at once.
 
-A unit (a compare cell, a preset's method run) lives in its own folder. When it starts it
-writes ``spec.json``: its fully resolved spec, that spec's hash (data contents included) and
-the fingerprint of the code that computes it
+A unit (a cell of a comparison or of a preset, :mod:`~ensemblekit.experiments.cells`) lives
+in its own folder. When it starts it writes ``spec.json``: its fully resolved spec, that
+spec's hash (data contents included) and the fingerprint of the code that computes it
 (:func:`~ensemblekit.hashing.code_fingerprint`: ensemblekit's source files and
 the versions of torch and the other computing libraries). A later run of the same folder
 
@@ -130,7 +130,7 @@ def _accept(folder: str, record: dict[str, Any], row: dict[str, Any] | None, cod
 
 def _stale(folder: str, recorded: str, digest: str) -> None:
     raise StaleResultError(f"{folder} holds work of another config (spec {recorded}, now {digest}); "
-                           "use --force (force=True) to retrain it under the new config, or another --out")
+                           "use --force (force=True) to retrain it under the new config, or another --out / --run-dir")
 
 
 def _holder(lock: str) -> dict[str, Any]:

@@ -1,38 +1,37 @@
 """``ensemblekit varhyper``: hypernetwork forms vs separate variational and L2 nets per lambda.
 
-A preset over the registered methods ``varhyper`` (one per form), ``variational``
-(``separate``) and ``l2_nets`` (``l2``): every unit of work (one kind and seed) builds the
-method with the config's settings (members at the config's lambdas), fits it into
-``<run>/<kind>-s<seed>/`` (the same command resumes) and records it through the one results
-path, whose ``details`` hold test accuracy ``(lambda x pruned share)`` and KL per lambda.
-Units run on an execution backend. ``varhyper.json`` / ``varhyper.md`` hold the mean ± std
-over seeds; plots are written by :mod:`ensemblekit.report.varhyper_plots`. Background:
-``docs/methods.md`` (variational hypernetwork).
+A preset (:mod:`~ensemblekit.experiments.presets`) over the registered methods ``varhyper``
+(one kind ``hyper_<form>`` per form), ``variational`` (``separate``) and ``l2_nets``
+(``l2``): kinds x seeds, one cell each, trained into ``<run>/<kind>-s<seed>/`` by the same
+machinery as a ``compare`` cell (the same command resumes) and run on the execution
+backend. Each row's ``details`` hold test accuracy ``(lambda x pruned share)`` and KL per
+lambda (:meth:`~ensemblekit.methods.varhyper.FamilyMethod.details`); the summary,
+``varhyper.json`` / ``varhyper.md``, holds their mean ± std over seeds, and the plots are
+written by :mod:`ensemblekit.report.varhyper_plots`. Paper: Grebenkova, Bakhteev & Strijov,
+"Variational optimization of a deep learning model with complexity control" (MIPT, 2020).
+Background: ``docs/methods.md`` (variational hypernetwork).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from ..config import DataConfig, ModelConfig
 from ..data.dataset import Data
-from ..methods.base import Method, create_method
-from ..report.tables import markdown_table, mean_std
-from ..serialization import atomic_write_text, write_json
+from ..methods.base import METHODS
+from ..report.tables import mean_std
+from ..serialization import write_json
 from ..training.config import TrainConfig
 from ..varhyper.prune import DEFAULT_FRACTIONS
 from ..varhyper.settings import FamilySettings
-from .backends import Backend, get_backend
-from .results import record_result
-from .provenance import code_note
-from .units import claim, finished_row, unit_hash
+from .backends import Backend
+from .presets import Preset, Summary, TableSpec, preset_cell, run_preset
 
-__all__ = ["VarHyperConfig", "run_varhyper", "varhyper_unit", "varhyper_method"]
+__all__ = ["VarHyperConfig", "PRESET", "kinds", "varhyper_cells", "run_varhyper"]
 
 
 class VarHyperConfig(FamilySettings):
@@ -58,43 +57,34 @@ class VarHyperConfig(FamilySettings):
     out: str = "runs/varhyper"
 
 
-def varhyper_method(cfg: VarHyperConfig, kind: str, seed: int) -> Method:
-    """The registered method behind a kind: ``hyper_<form>`` -> ``varhyper``, ``separate`` ->
-    ``variational``, ``l2`` -> ``l2_nets``, with the config's family settings."""
+def kinds(cfg: VarHyperConfig) -> dict[str, dict[str, Any]]:
+    """Each kind of the config and the method entry behind it: ``hyper_<form>`` is ``varhyper`` of
+    that form and ``separate`` the ``variational`` nets, both with the config's family settings;
+    ``l2`` is ``l2_nets`` at the config's lambdas (the only family setting it trains with). Every
+    kind tabulates accuracy at the config's ``fractions``."""
     family = {k: getattr(cfg, k) for k in FamilySettings.model_fields}
-    common = {"model": cfg.model.spec(), "seed": seed, "train": cfg.train, "fractions": cfg.fractions}
-    if kind.startswith("hyper_"):
-        return create_method("varhyper", form=kind[len("hyper_"):], **common, **family)
-    if kind == "separate":
-        return create_method("variational", **common, **family)
-    return create_method("l2_nets", **common, lambdas=cfg.lambdas)
+    baselines = {"separate": {"name": "variational", **family}, "l2": {"name": "l2_nets", "lambdas": cfg.lambdas}}
+    out = {f"hyper_{form}": {"name": "varhyper", "form": form, **family} for form in cfg.forms}
+    out.update({kind: baselines[kind] for kind in cfg.baselines})
+    return {kind: {**entry, "label": kind, "fractions": cfg.fractions} for kind, entry in out.items()}
 
 
-def _digest(spec: Mapping[str, Any], data: Data) -> tuple[Any, dict[str, Any], str]:
-    cfg = VarHyperConfig(**spec["config"])
-    method = varhyper_method(cfg, spec["kind"], int(spec["seed"]))
-    unit = {"kind": spec["kind"], **method.get_params()}
-    return method, unit, unit_hash(unit, data.digest())
+def varhyper_cells(cfg: VarHyperConfig, run_dir: str = "") -> list[list[dict[str, Any]]]:
+    """One stage: every kind for every seed."""
+    entries = kinds(cfg)
+    return [[preset_cell(cfg, key=f"{kind}-s{seed}", method=entry, seed=seed, train=cfg.train, model=cfg.model.spec())
+             for seed in cfg.seeds for kind, entry in entries.items()]]
 
 
-def varhyper_unit(spec: Mapping[str, Any], data: Data, force: bool = False, accept_code_change: bool = False) -> dict[str, Any]:
-    """Train one kind for one seed (resuming from ``spec['dir']``), record it; returns the unit's summary row.
-
-    Keyed by the hash of the method it trains (:mod:`~ensemblekit.experiments.units`)."""
-    kind, seed = spec["kind"], int(spec["seed"])
-    method, unit, digest = _digest(spec, data)
-    row = finished_row(spec["dir"], digest, force=force, accept_code_change=accept_code_change)
-    if row is None:
-        with claim(spec["dir"], digest, unit):
-            method.fit(data, run_dir=spec["dir"])
-            row = record_result(method, data, spec["dir"], label=kind, plots=False, report=False, extra={"spec_hash": digest})
+def _unit_row(spec: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """A cell's row as ``varhyper.json`` keeps it: accuracy ``(lambda x pruned share)``, KL and cost."""
     d = row["details"]
-    return {"kind": kind, "seed": seed, "acc": d["accuracy"], "kl": d["kl"], "train_s": row["wall_s"],
+    return {"kind": spec["label"], "seed": int(spec["seed"]), "acc": d["accuracy"], "kl": d["kl"], "train_s": row["wall_s"],
             "train_flops": row["cost"]["train_flops"], "parameters": row["cost"]["parameters"],
             "provenance": {"code": (row.get("provenance") or {}).get("code", "unrecorded")}, "code_accepted": row.get("code_accepted")}
 
 
-def _summary(rows: list[dict[str, Any]], cfg: VarHyperConfig) -> dict[str, Any]:
+def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in dict.fromkeys(r["kind"] for r in rows):
         mine = [r for r in rows if r["kind"] == kind]
@@ -105,54 +95,51 @@ def _summary(rows: list[dict[str, Any]], cfg: VarHyperConfig) -> dict[str, Any]:
     return out
 
 
-def _markdown(summary: Mapping[str, Any], cfg: VarHyperConfig, data_name: str) -> str:
-    shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.6, 0.8, 0.9)] or list(range(len(cfg.fractions)))
-    head = ["model", "lambda", "KL(q, prior)", *[f"acc @ {cfg.fractions[j]:.0%} pruned" for j in shown], "train s / run"]
-    body = []
-    for kind, s in summary.items():
+def _summary(cfg: VarHyperConfig, cells: Sequence[tuple[Mapping[str, Any], dict[str, Any]]], data: Data, run_dir: str,
+             plots: bool) -> Summary:
+    """Mean ± std over seeds per kind; ``varhyper.json``, the table (each kind's training cost as
+    its method describes it) and the plots."""
+    from ..report.varhyper_plots import varhyper_markdown, write_varhyper_plots
+
+    ok = [(spec, row) for spec, row in cells if "failed" not in row]
+    rows = [_unit_row(spec, row) for spec, row in ok]
+    summary = _over_seeds(rows)
+    failed = [f"{spec['key']}: {row['failed']}" for spec, row in cells if "failed" in row]
+    results = {"data": data.name, "lambdas": cfg.lambdas, "fractions": cfg.fractions, "summary": summary, "rows": rows, "failed": failed}
+    write_json(os.path.join(run_dir, "varhyper.json"), results)
+    runs = {spec["label"]: METHODS.get(row["name"]).family_runs(cfg.lambdas) for spec, row in ok}
+    md = varhyper_markdown(summary, cfg.lambdas, cfg.fractions, runs, title=f"varhyper on {data.name}", seeds=len(cfg.seeds))
+    if plots and summary:
+        results["plots"] = [str(p) for p in write_varhyper_plots(results, run_dir)]
+    return Summary(results, md, "varhyper.md", f"Variational hypernetwork family on {data.name}")
+
+
+def _show(cfg: VarHyperConfig, results: Mapping[str, Any], data: Data, run_dir: str) -> list[Any]:
+    shown = [j for j, f in enumerate(cfg.fractions) if round(f, 2) in (0.0, 0.8)] or [0]
+    rows = []
+    for kind, s in results["summary"].items():
         for i, lam in enumerate(cfg.lambdas):
-            cells = [f"{100 * s['acc_mean'][i][j]:.1f} ± {100 * s['acc_std'][i][j]:.1f}" for j in shown]
-            cost = f"{s['train_s'][0]:.0f}" + (" (one run, all lambdas)" if kind.startswith("hyper_") else f" ({len(cfg.lambdas)} nets)")
-            kl = f"{s['kl_mean'][i]:.0f}" if s.get("kl_mean") else "-"
-            body.append([kind, f"{lam:g}", kl, *cells, cost if i == 0 else ""])
-    return (f"# varhyper on {data_name}: test accuracy % (mean ± std over {len(cfg.seeds)} seeds)\n\n"
-            + markdown_table(head, body) + "\n\nWall-clock seconds include other processes' load.\n")
+            rows.append([kind, f"{lam:g}", *[f"{100 * s['acc_mean'][i][j]:.1f}" for j in shown], f"{s['train_s'][0]:.0f}" if i == 0 else ""])
+    out: list[Any] = [TableSpec(f"test accuracy % on {data.name} (mean of {len(cfg.seeds)} seeds)",
+                                ["model", "lambda", *[f"{cfg.fractions[j]:.0%} pruned" for j in shown], "train s"], rows)]
+    return out + [f"table {run_dir}/varhyper.md, plots {run_dir}/varhyper_pruning.png, varhyper_lambda.png, varhyper_kl.png"]
+
+
+PRESET = Preset("varhyper", VarHyperConfig, cells=varhyper_cells, summarize=_summary, show=_show)
 
 
 def run_varhyper(cfg: VarHyperConfig, run_dir: str, *, data: Data | None = None, plots: bool = True, backend: Backend | None = None,
                  force: bool = False, accept_code_change: bool = False) -> dict[str, Any]:
     """Train every form and baseline for every seed, evaluate, write ``varhyper.{json,md}`` and plots.
 
-    ``backend``: an execution backend for the units (default: ``get_backend(cfg.backend)``).
-    A unit folder holding work of another spec makes the call refuse before anything runs,
+    ``backend``: an execution backend for the cells (default: ``get_backend(cfg.backend)``).
+    A cell folder holding work of another spec makes the call refuse before anything runs,
     unless ``force`` (it is retrained); one computed by other code likewise, unless ``force``
-    or ``accept_code_change`` (kept and recorded)."""
-    data = data if data is not None else cfg.data.load()
-    resolved = cfg.model_dump(mode="json")
-    kinds = [f"hyper_{f}" for f in cfg.forms] + list(cfg.baselines)
-    specs = [{"key": f"{k}-s{s}", "kind": k, "seed": s, "dir": os.path.join(run_dir, f"{k}-s{s}"), "config": resolved}
-             for s in cfg.seeds for k in kinds]
-    if not force:
-        for spec in specs:
-            finished_row(spec["dir"], _digest(spec, data)[2], accept_code_change=accept_code_change)
-    os.makedirs(run_dir, exist_ok=True)
-    atomic_write_text(os.path.join(run_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
-    backend = backend if backend is not None else get_backend(cfg.backend)
-    outcomes = backend.map(varhyper_unit, specs, context={"data": data, "force": force, "accept_code_change": accept_code_change})
-    failed = [f"{o.key}: {o.error}" for o in outcomes if not o.ok]
-    rows = [o.value for o in outcomes if o.ok and o.value is not None]
-    summary = _summary(rows, cfg)
-    results = {"data": data.name, "lambdas": cfg.lambdas, "fractions": cfg.fractions, "summary": summary, "rows": rows, "failed": failed}
-    write_json(os.path.join(run_dir, "varhyper.json"), results)
-    md = _markdown(summary, cfg, data.name)
-    note = code_note(rows)
-    md += f"\n{note}" if note else ""
-    atomic_write_text(os.path.join(run_dir, "varhyper.md"), md)
-    if plots and summary:
-        from ..report.varhyper_plots import write_varhyper_plots
+    or ``accept_code_change`` (kept and recorded).
 
-        results["plots"] = [str(p) for p in write_varhyper_plots(results, run_dir)]
-    from .curve import write_preset_html
-
-    write_preset_html(run_dir, f"Variational hypernetwork family on {data.name}", md, cfg)
-    return results
+    Returns:
+        ``{"data", "lambdas", "fractions", "summary": {kind: {acc_mean, acc_std, kl_mean, train_s, seeds}},
+        "rows": [per cell], "failed": [...], "plots": [...]}``.
+    """
+    return run_preset(PRESET, cfg, run_dir, data=data, backend=backend, force=force, accept_code_change=accept_code_change,
+                      plots=plots).results

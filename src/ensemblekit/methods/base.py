@@ -30,7 +30,7 @@ from ..training.config import TrainConfig
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "with_wrapper"]
 
-METHODS: Registry[type["Method"]] = Registry("method")
+METHODS: Registry[type["Method"]] = Registry("method", discover=("ensemblekit.methods",))
 
 
 def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
@@ -147,6 +147,13 @@ class Method:
 
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def size_reference(cls, params: Mapping[str, Any]) -> bool:
+        """Whether a row of this method with these hyperparameters (the row's ``hyperparameters``)
+        is k independently trained members, k its size: the reference curve of the deep-ensemble
+        equivalent (Ashukha et al. 2020) in ``compare``'s report (default: no)."""
+        return False
 
     # ------------------------------------------------------------------ public surface
     def get_params(self) -> dict[str, Any]:

@@ -1,4 +1,11 @@
-"""Callbacks that collect members from one training trajectory (snapshot, FGE) or average it (SWA)."""
+"""The collectors of a training trajectory: what is kept at each collection point.
+
+:class:`Collector` keeps a snapshot of the weights (snapshot ensembles, Huang et al. 2017; Fast
+Geometric Ensembling, Garipov et al. 2018); :class:`Averager` keeps their running equal-weight
+average (Stochastic Weight Averaging, Izmailov et al. 2018). SWAG's moments are
+:class:`ensemblekit.efficient.swag.SWAGCollector`. Each is given its collection points as a
+``step -> bool`` callable (:class:`ensemblekit.methods.trajectory.CollectionPoints`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import torch
 from ..ensemble import Ensemble
 from ..training.callbacks import Callback
 
-__all__ = ["Collector", "Averager"]
+__all__ = ["Collector", "Averager", "last_members", "member_distances", "plot_policy", "collection_report"]
 
 
 class Collector(Callback):
@@ -59,7 +66,7 @@ class Averager(Callback):
 
     Uses ``torch.optim.swa_utils.get_swa_multi_avg_fn`` on the stacked tensors, so each
     member of the trajectory is averaged with its own iterates. Buffers are not averaged;
-    BatchNorm statistics must be recomputed afterwards (:func:`ensemblekit.training.bn.recompute_bn`).
+    BatchNorm statistics must be recomputed afterwards (:func:`ensemblekit.ensemble.bn.recompute_bn`).
     """
 
     name = "averager"
@@ -102,6 +109,13 @@ class Averager(Callback):
         if state:
             self.average = {k: v.clone() for k, v in state["average"].items()}
             self.count, self.steps = int(state["count"]), list(state["steps"])
+
+
+def last_members(ensemble: Ensemble, keep: int | None) -> Ensemble:
+    """The last ``keep`` members of ``ensemble`` (all of them when ``keep`` is ``None`` or not smaller)."""
+    if keep and keep < len(ensemble):
+        return ensemble.subset(range(len(ensemble) - keep, len(ensemble)))
+    return ensemble
 
 
 def member_distances(ensemble: Ensemble) -> torch.Tensor:

@@ -62,6 +62,7 @@ class EdgeNES(NasMethod):
     """
 
     Params = EdgeNESParams
+    title = "EdgeNES"
     test_params = {**NasMethod.test_params, "hyper": {"steps": 2}, "pool": 2, "members": 2}
 
     @classmethod

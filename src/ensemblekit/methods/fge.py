@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from ..data.batching import steps_per_epoch
 from ..data.dataset import Data
 from ..ensemble import Ensemble
-from ..errors import ConfigError, DataError
 from ..models.registry import ModelFactory
-from ..training.callbacks import Callback
 from ..training.checkpoint import RunDir
 from ..schema import StrictModel
 from ..training.config import TrainConfig
-from ..training.optim import optimizer_lr
-from ..training.schedules import Schedule, build_schedule, fge_triangle, join
-from .base import Method, register_method
-from .collect import Collector, collection_report
+from .base import register_method
+from .collect import Collector, collection_report, last_members
+from .trajectory import CollectionPoints, CyclicSchedule, TrajectoryMethod, cyclic_budget, trajectory_start
 
 __all__ = ["FGE", "FGEParams"]
 
@@ -47,7 +42,7 @@ class FGEParams(StrictModel):
 
 
 @register_method("fge")
-class FGE(Method):
+class FGE(TrajectoryMethod):
     """Fast Geometric Ensembling (docs/methods.md, fge).
 
     Pre-train one network with ``train.schedule`` (the policy of a ``budget_epochs`` run,
@@ -71,6 +66,12 @@ class FGE(Method):
         init_from: a run directory written by ``ensemblekit train`` to start from instead
             of pre-training (its final weights and optimizer state are loaded).
         keep: use only the last ``keep`` members.
+
+    Parts: :class:`~ensemblekit.methods.trajectory.CyclicSchedule` (the policy and its cycle
+    middles) and :class:`~ensemblekit.methods.collect.Collector` (a snapshot at each).
+
+    Paper: Garipov, Izmailov, Podoprikhin, Vetrov & Wilson, "Loss Surfaces, Mode Connectivity,
+    and Fast Ensembling of DNNs", NeurIPS 2018.
     """
 
     Params = FGEParams
@@ -78,87 +79,19 @@ class FGE(Method):
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"epochs": budget * train.epochs, "budget_epochs": train.epochs}
+        return cyclic_budget(budget, train)
 
-    # ------------------------------------------------------------------ the trajectory
-    def rates(self) -> tuple[float, float]:
-        lr0 = optimizer_lr(self.train_config_.optimizer)
-        p = self.params_
-        a1 = p.a1 if p.a1 is not None else p.a1_factor * lr0
-        a2 = p.a2 if p.a2 is not None else p.a2_factor * lr0
-        if not a1 > a2:
-            raise ConfigError(f"{self.name}: FGE needs a1 > a2, got a1={a1:g} and a2={a2:g}")
-        return a1, a2
+    def schedule(self) -> CyclicSchedule:
+        return CyclicSchedule(self.name, self.params_, self.train_config_)
 
-    def cycle_steps(self, spe: int) -> int:
-        if self.params_.cycle is not None:
-            return self.params_.cycle
-        return max(2, 2 * int(round(self.params_.cycle_epochs * spe / 2)))
+    def collector(self, points: CollectionPoints) -> Collector:
+        return Collector(points)
 
-    def pretrain_steps(self, spe: int) -> int:
-        if self.params_.init_from is not None:
-            return 0
-        budget = self.params_.budget_epochs or self.train_config_.epochs
-        return int(round(self.params_.pretrain * budget * spe))
+    def start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
+        return trajectory_start(self.name, factory, self.member_seeds, init_from=self.params_.init_from)
 
-    def lr_policy(self, steps_per_epoch: int) -> tuple[Schedule, list[int]]:
-        spe, cfg = steps_per_epoch, self.train_config_
-        a1, a2 = self.rates()
-        c, p = self.cycle_steps(spe), self.pretrain_steps(spe)
-        total = cfg.epochs * spe
-        if p >= total:
-            raise ConfigError(f"{self.name}: pre-training ({p} iterations) leaves no room for cycles in {total} iterations; raise epochs or lower pretrain")
-        cyclic = fge_triangle(a1, a2, c)
-        if p:
-            budget = (self.params_.budget_epochs or cfg.epochs) * spe
-            pre = build_schedule(cfg.schedule, lr=optimizer_lr(cfg.optimizer), total_steps=budget, steps_per_epoch=spe)
-            policy = join([pre, cyclic], [p])
-        else:
-            policy = cyclic
-        marks = [s - 1 for s in range(p + c // 2, total + 1, c)]
-        return policy, marks
-
-    def collector(self, spe: int) -> Callback:
-        c, p = self.cycle_steps(spe), self.pretrain_steps(spe)
-        return Collector(lambda step: step > p and (step - p) % c == c // 2)
-
-    def _check(self, data: Data, factory: ModelFactory) -> None:
-        spe = steps_per_epoch(data.train, self.train_config_.batch_size)
-        self.rates()
-        _, marks = self.lr_policy(spe)
-        if not marks:
-            raise ConfigError(f"{self.name}: no cycle middle falls within {self.train_config_.epochs} epochs; raise epochs or shorten the cycle")
-
-    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
-        return Ensemble.from_factory(factory, members=1)
-
-    def _warm_start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
-        path = self.params_.init_from
-        if path is None:
-            return Ensemble.from_factory(factory, seeds=self.member_seeds(1)), None
-        state = RunDir(path).load_checkpoint("train") if os.path.isdir(path) else None
-        if state is None:
-            raise DataError(f"{self.name}: init_from {path!r} is not a run directory with checkpoints/train.safetensors")
-        members = next(iter(state["ensemble"].values())).shape[0]
-        ensemble = Ensemble.from_factory(factory, seeds=self.member_seeds(members))
-        ensemble.load_state_tensors(state["ensemble"])  # a shape mismatch means another architecture
-        return ensemble, state
-
-    def _trajectory(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Ensemble, Callback]:
-        spe = steps_per_epoch(data.train, self.train_config_.batch_size)
-        policy, marks = self.lr_policy(spe)
-        if not marks:
-            raise ConfigError(f"{self.name}: no cycle middle falls within {self.train_config_.epochs} epochs; raise epochs or shorten the cycle")
-        ensemble, state = self._warm_start(factory)
-        collector = self.collector(spe)
-        trained = self._train_stage(ensemble, data, run, self.stage, schedule=policy, callbacks=[collector], warm_start=state)
-        return trained, collector
-
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        trained, collector = self._trajectory(data, factory, run)
-        ensemble = collector.ensemble(trained)  # type: ignore[attr-defined]
-        keep = self.params_.keep
-        self.ensemble_ = ensemble.subset(range(len(ensemble) - keep, len(ensemble))) if keep and keep < len(ensemble) else ensemble
+    def finish(self, trained: Ensemble, collector: Collector, data: Data) -> Ensemble:
+        return last_members(collector.ensemble(trained), self.params_.keep)
 
     def report(self, run: RunDir, data: Data) -> None:
         collection_report(self, run, data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import Field
 
@@ -43,6 +43,11 @@ class Independent(Method):
     class Params(StrictModel):
         members: int = Field(5, ge=1)
         budget_by: Literal["members", "epochs"] = "members"
+
+    @classmethod
+    def size_reference(cls, params: Mapping[str, Any]) -> bool:
+        """k members of E epochs (``budget_by: members``): the deep ensemble the DEE counts in."""
+        return params.get("budget_by", "members") == "members"
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:

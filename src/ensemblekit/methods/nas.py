@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from pydantic import Field, ValidationError
 
@@ -83,6 +83,8 @@ class NasMethod(Method):
 
     Params = NasParams
     uses_model = False
+    #: how the EdgeNES tables name the method (``ensemblekit nes``)
+    title: ClassVar[str] = "architecture search"
     test_params: dict[str, Any] = {"search": {"steps": 2, "channels": 2, "nodes": 2, "batch_size": 16}, "channels": 2}
 
     def __init__(self, model: Any = None, **kwargs: Any) -> None:

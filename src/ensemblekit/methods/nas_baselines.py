@@ -79,6 +79,8 @@ class DartsSingle(_Single):
     Args: ``search`` (:class:`~ensemblekit.nas.search.SearchConfig` fields), ``channels``, ``layers``.
     """
 
+    title = "DARTS (single)"
+
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
         star, _ = self._search(data, cache, self.seed)
         return [self.candidate(star.genotype, 0, common=star.genotype.num_kept)], [star.seconds]
@@ -87,6 +89,8 @@ class DartsSingle(_Single):
 @register_method("random_arch")
 class RandomArchitecture(_Single):
     """One uniformly random architecture of the DARTS space (NES-RS's first draw), trained from scratch."""
+
+    title = "random architecture"
 
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
         s = self.search_config()
@@ -99,6 +103,8 @@ class DartsEnsemble(_MembersMethod):
 
     Args: ``members`` (n, default 3), ``search``, ``channels``, ``layers``.
     """
+
+    title = "DARTS ensemble (n searches)"
 
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
         cands, parts = [], []
@@ -117,6 +123,8 @@ class DeepEnsDarts(_MembersMethod):
     Args: ``members`` (n, default 3), ``search``, ``channels``, ``layers``.
     """
 
+    title = "DeepEns of alpha* (n seeds)"
+
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
         star, _ = self._search(data, cache, self.seed)
         n = self.params_.members
@@ -130,6 +138,8 @@ class NesRS(_PoolMethod):
     Args: ``pool`` (default 6), ``members`` (n, default 3), ``search`` (its ``nodes`` and
     ``keep`` shape the space), ``channels``, ``layers``.
     """
+
+    title = "NES-RS (random + ForwardSelect)"
 
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
         s, p = self.search_config(), self.params_
@@ -148,6 +158,7 @@ class NesDeviation(_PoolMethod):
     """
 
     Params = _DeviationParams
+    title = "random deviation"
 
     def _find(self, data: Data, cache: str) -> tuple[list[dict[str, Any]], list[float]]:
         star, _ = self._search(data, cache, self.seed)

@@ -6,24 +6,21 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from ..data.batching import steps_per_epoch
 from ..data.dataset import Data
 from ..errors import ConfigError
 from ..ensemble import Ensemble
-from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
 from ..schema import StrictModel
 from ..training.config import TrainConfig
-from ..training.optim import optimizer_lr
-from ..training.schedules import Schedule, cosine_restarts
-from .base import Method, register_method
-from .collect import Collector, collection_report
+from .base import register_method
+from .collect import Collector, collection_report, last_members
+from .trajectory import CollectionPoints, RestartsSchedule, TrajectoryMethod
 
 __all__ = ["Snapshot"]
 
 
 @register_method("snapshot")
-class Snapshot(Method):
+class Snapshot(TrajectoryMethod):
     """One network trained with cosine annealing with warm restarts; the weights at the end
     of every cycle (learning rate at its minimum) are the members (docs/methods.md, snapshot).
 
@@ -37,7 +34,15 @@ class Snapshot(Method):
         cycle_epochs: cycle length in epochs instead (wins over ``cycles``).
         keep: use only the last ``keep`` snapshots (default: all).
         min_lr: the rate at the end of each cycle (default 0).
+
+    Parts: :class:`~ensemblekit.methods.trajectory.RestartsSchedule` (the policy and its cycle
+    ends) and :class:`~ensemblekit.methods.collect.Collector` (a snapshot at each).
+
+    Paper: Huang, Li, Pleiss, Liu, Hopcroft & Weinberger, "Snapshot Ensembles: Train 1, Get M
+    for Free", ICLR 2017.
     """
+
+    stage = "snapshot"
 
     class Params(StrictModel):
         cycles: int = Field(5, ge=1)
@@ -57,46 +62,16 @@ class Snapshot(Method):
         cycle = p.cycle_epochs if p.cycle_epochs is not None else train.epochs / p.cycles
         return {"epochs": budget * train.epochs, "cycle_epochs": cycle}
 
-    def cycle_steps(self, steps_per_epoch: int) -> int:
-        total = self.train_config_.epochs * steps_per_epoch
-        if self.params_.cycle_epochs is not None:
-            return max(1, int(round(self.params_.cycle_epochs * steps_per_epoch)))
-        return max(1, total // self.params_.cycles)
+    def schedule(self) -> RestartsSchedule:
+        return RestartsSchedule(self.name, self.params_, self.train_config_)
 
-    def lr_policy(self, steps_per_epoch: int) -> tuple[Schedule, list[int]]:
-        cycle = self.cycle_steps(steps_per_epoch)
-        total = self.train_config_.epochs * steps_per_epoch
-        policy = cosine_restarts(optimizer_lr(self.train_config_.optimizer), cycle, self.params_.min_lr)
-        marks = [s - 1 for s in range(cycle, total + 1, cycle)]
-        return policy, marks
+    def collector(self, points: CollectionPoints) -> Collector:
+        return Collector(points)
 
-    def _check(self, data: Data, factory: ModelFactory) -> None:
-        spe = steps_per_epoch(data.train, self.train_config_.batch_size)
-        total, cycle = self.train_config_.epochs * spe, self.cycle_steps(spe)
-        if self.params_.cycle_epochs is None and total // self.params_.cycles < 1:
-            raise ConfigError(f"snapshot: cycles = {self.params_.cycles} need at least one iteration each, and the run has {total} "
-                              f"({self.train_config_.epochs} epochs x {spe}); lower cycles or raise epochs")
-        if cycle > total:
-            raise ConfigError(f"snapshot: a cycle of {cycle} iterations does not fit in the run's {total} iterations "
-                              f"({self.train_config_.epochs} epochs x {spe}); lower cycles / cycle_epochs or raise epochs")
-
-    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
-        return Ensemble.from_factory(factory, members=1)
-
-    def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
-        trajectory = Ensemble.from_factory(factory, seeds=self.member_seeds(1))
-        spe = steps_per_epoch(data.train, self.train_config_.batch_size)
-        policy, _ = self.lr_policy(spe)
-        cycle = self.cycle_steps(spe)
-        collector = Collector(lambda step: step % cycle == 0)
-        trained = self._train_stage(trajectory, data, run, "snapshot", schedule=policy, callbacks=[collector])
-        if not collector.snapshots:
-            from ..errors import ConfigError
-
+    def finish(self, trained: Ensemble, collector: Collector, data: Data) -> Ensemble:
+        if not collector.snapshots:  # early stopping ended the run before the first cycle did
             raise ConfigError(f"snapshot: no cycle ended within {self.train_config_.epochs} epochs; shorten cycle_epochs")
-        ensemble = collector.ensemble(trained)
-        keep = self.params_.keep
-        self.ensemble_ = ensemble.subset(range(len(ensemble) - keep, len(ensemble))) if keep and keep < len(ensemble) else ensemble
+        return last_members(collector.ensemble(trained), self.params_.keep)
 
     def report(self, run: RunDir, data: Data) -> None:
         collection_report(self, run, data)

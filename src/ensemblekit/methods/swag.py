@@ -18,13 +18,13 @@ from ..ensemble import Ensemble
 from ..errors import ConfigError
 from ..models.registry import ModelFactory
 from ..seeding import derive_seed
-from ..training.bn import recompute_bn
-from ..training.callbacks import Callback
+from ..ensemble.bn import recompute_bn
 from ..training.checkpoint import RunDir
 from ..training.config import TrainConfig
 from .base import register_method
-from .fge import FGE
-from .swa import SWA, SWAParams
+from .collect import plot_policy
+from .swa import SWAParams
+from .trajectory import CollectionPoints, CyclicSchedule, TrajectoryMethod, cyclic_budget, trajectory_start
 
 __all__ = ["SWAG", "SWAGParams"]
 
@@ -37,7 +37,7 @@ class SWAGParams(SWAParams):
 
 
 @register_method("swag")
-class SWAG(SWA):
+class SWAG(TrajectoryMethod):
     """Members sampled from SWAG's Gaussian over the weights, BatchNorm recomputed for each.
 
     The trajectory is SWA's (FGE's pre-training and cycles, or ``swa_lr``); at every
@@ -54,6 +54,9 @@ class SWAG(SWA):
     Args: those of :class:`~ensemblekit.methods.swa.SWA`, plus ``samples`` (per run, default
     10), ``rank`` (K, default 20), ``scale`` (default 1), ``runs`` (default 1).
 
+    Parts: :class:`~ensemblekit.methods.trajectory.CyclicSchedule` (with ``constant_lr =
+    swa_lr``) and :class:`~ensemblekit.efficient.swag.SWAGCollector` (the moments).
+
     Paper: Maddox et al., "A Simple Baseline for Bayesian Uncertainty in Deep Learning",
     NeurIPS 2019; Wilson & Izmailov, NeurIPS 2020 (MultiSWAG); docs/methods.md (swag).
     """
@@ -64,28 +67,29 @@ class SWAG(SWA):
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return FGE.at_budget(budget, train, params)
+        return cyclic_budget(budget, train)
+
+    def schedule(self) -> CyclicSchedule:
+        return CyclicSchedule(self.name, self.params_, self.train_config_, constant_lr=self.params_.swa_lr)
+
+    def collector(self, points: CollectionPoints) -> SWAGCollector:
+        return SWAGCollector(points, rank=self.params_.rank)
+
+    def start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
+        p = self.params_
+        if p.init_from is not None and p.runs != 1:
+            raise ConfigError("swag: init_from starts one trajectory; runs must be 1")
+        return trajectory_start(self.name, factory, self.member_seeds, init_from=p.init_from, members=p.runs)
 
     def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
         return Ensemble.from_factory(factory, members=self.params_.runs)
 
-    def collector(self, spe: int) -> Callback:
-        c, p = self.cycle_steps(spe), self.pretrain_steps(spe)
-        return SWAGCollector(lambda step: step > p and (step - p) % c == c // 2, rank=self.params_.rank)
-
-    def _warm_start(self, factory: ModelFactory) -> tuple[Ensemble, dict[str, Any] | None]:
-        if self.params_.init_from is not None:
-            if self.params_.runs != 1:
-                raise ConfigError("swag: init_from starts one trajectory; runs must be 1")
-            return super()._warm_start(factory)
-        return Ensemble.from_factory(factory, seeds=self.member_seeds(self.params_.runs)), None
-
-    def _fit(self, data: Data, factory: ModelFactory, run: Any) -> None:
+    def finish(self, trained: Ensemble, collector: SWAGCollector, data: Data) -> Ensemble:
+        """``samples`` draws per trajectory, each a copy of ``trained`` with BatchNorm recomputed."""
         p = self.params_
-        trained, collector = self._trajectory(data, factory, run)
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "swag"))
         parts = []
-        for i, draw in enumerate(swag_samples(collector, p.samples, p.scale, gen, trained.num_members)):  # type: ignore[arg-type]
+        for i, draw in enumerate(swag_samples(collector, p.samples, p.scale, gen, trained.num_members)):
             part = trained.clone()
             with torch.no_grad():
                 for name, t in part.state_tensors(buffers=False).items():
@@ -94,9 +98,7 @@ class SWAG(SWA):
             parts.append(part)
         samples = Ensemble.cat(parts)
         self.swag_ = collector
-        self.ensemble_ = self._measured("samples_bn", lambda: recompute_bn(samples, data.train, batch_size=max(self.train_config_.batch_size, 256)))
+        return self._measured("samples_bn", lambda: recompute_bn(samples, data.train, batch_size=max(self.train_config_.batch_size, 256)))
 
     def report(self, run: RunDir, data: Data) -> None:
-        from .collect import plot_policy
-
         plot_policy(self, steps_per_epoch(data.train, self.train_config_.batch_size), run.file("lr_schedule.png"))

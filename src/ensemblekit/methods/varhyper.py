@@ -41,10 +41,13 @@ class FamilyParams(FamilySettings):
 class FamilyMethod(Method):
     """Members taken out of a family of models indexed by lambda (one member per lambda).
 
-    Subclasses train ``family_`` (a :class:`~ensemblekit.varhyper.HyperModel`, whose members
-    are its mean networks, or an Ensemble of one network per lambda) in ``_train_family``.
-    Budget: ``at_budget(B)`` uses B lambdas spread log-uniformly over ``log10_range`` (and
-    ``samples = B`` for the hypernetwork: each step runs B networks).
+    Subclasses train ``family_`` in ``_train_family`` and say what one epoch trains in
+    ``_trainable``. By default the family has a Gaussian posterior per lambda (a
+    :class:`~ensemblekit.varhyper.HyperModel`: its members are its mean networks, pruned by
+    ``mu^2 / sigma^2``, and it has a KL term); a family of ordinary networks overrides
+    :meth:`_members` and :meth:`_kl`. Budget: ``at_budget(B)`` uses B lambdas spread
+    log-uniformly over ``log10_range`` (and ``samples = B`` for the hypernetwork: each step
+    runs B networks).
     """
 
     Params = FamilyParams
@@ -55,6 +58,12 @@ class FamilyMethod(Method):
         lo, hi = (params or {}).get("log10_range", (-3.0, 2.0))
         lambdas = [float(10**u) for u in (np.linspace(lo, hi, budget) if budget > 1 else [(lo + hi) / 2])]
         return {"samples": budget, "lambdas": lambdas}
+
+    @classmethod
+    def family_runs(cls, lambdas: list[float]) -> str:
+        """How a family over ``lambdas`` is trained, for the cost column of the family's tables
+        (``ensemblekit varhyper``): one network per lambda here."""
+        return f"{len(lambdas)} nets"
 
     def _hyper_kwargs(self) -> dict[str, Any]:
         return {**self.params_.hyper_kwargs(), "eval_lambdas": self.params_.lambdas}
@@ -71,17 +80,6 @@ class FamilyMethod(Method):
                               f"got {self.train_config_.data_order!r}")
         variational_shapes(factory())  # Linear / Conv layers only: anything else is named here
 
-    def _trainable(self, factory: ModelFactory, data: Data) -> Any:
-        """Per epoch the family trains ``samples`` networks (the hypernetwork) or one per lambda."""
-        from ..varhyper.forms import create_form
-        from ..varhyper.model import HyperModel
-
-        p = self.params_
-        hyper = {**p.hyper_kwargs(), "eval_lambdas": p.lambdas}
-        if self.name == "varhyper":
-            return HyperModel(factory(), create_form(p.form, rank=p.rank, hidden=p.hidden, pivots=p.pivots), **hyper)
-        return Ensemble.from_factory(factory, members=len(p.lambdas))
-
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         family, info = self._train_family(data, factory, run)
         self._record_stage(info["stage"], info["cost"], info["history"])
@@ -91,25 +89,28 @@ class FamilyMethod(Method):
     def members(self, lambdas: list[float], prune: float = 0.0) -> Ensemble:
         """The family's networks at ``lambdas`` (its own lambdas for a per-lambda family),
         each layer's lowest-scoring share ``prune`` of weights set to zero."""
+        return self._members(self.family_, lambdas, prune)
+
+    def _members(self, family: Any, lambdas: list[float], prune: float) -> Ensemble:
+        """The mean networks of a posterior family at ``lambdas``, pruned by ``mu^2 / sigma^2``."""
+        if not prune:
+            return family.members(lambdas)
         from ..varhyper.bayes import weight_names
         from ..varhyper.prune import prune_weights, snr_scores
 
-        model = self.family_
-        if not prune:
-            return model.members(lambdas) if not isinstance(model, Ensemble) else model.clone()
-        if isinstance(model, Ensemble):
-            from ..varhyper.family import prune_ensemble
+        mu, ls = family.posterior(lambdas)
+        return family.members(lambdas, weights=prune_weights(mu, snr_scores(mu, ls), prune, weight_names(family.template)))
 
-            return prune_ensemble(model, prune)
-        mu, ls = model.posterior(lambdas)
-        return model.members(lambdas, weights=prune_weights(mu, snr_scores(mu, ls), prune, weight_names(model.template)))
+    def _kl(self, family: Any, lambdas: list[float]) -> list[float] | None:
+        """``KL(q_lambda || p)`` per lambda (``None`` for a family without a posterior)."""
+        return family_kl(family, lambdas).tolist()
 
     def details(self, data: Data) -> dict[str, Any]:
         """Test accuracy per lambda at every pruned share in ``fractions``, and KL(q_lambda || p)."""
         self._check_fitted()
         lambdas, fractions = self.params_.lambdas, self.params_.fractions
         acc = pruning_curve(self.family_, lambdas, fractions, data.test)
-        kl = family_kl(self.family_, lambdas).tolist() if not isinstance(self.family_, Ensemble) else None
+        kl = self._kl(self.family_, lambdas)
         return {"lambdas": lambdas, "fractions": fractions, "accuracy": acc.tolist(), "kl": kl,
                 "pruning": as_table(acc, lambdas, fractions)}
 
@@ -155,6 +156,19 @@ class VarHyper(FamilyMethod):
     """
 
     Params = VarHyperParams
+
+    @classmethod
+    def family_runs(cls, lambdas: list[float]) -> str:
+        """One hypernetwork run covers every lambda."""
+        return "one run, all lambdas"
+
+    def _trainable(self, factory: ModelFactory, data: Data) -> Any:
+        """Per epoch the hypernetwork trains ``samples`` networks: the hypernetwork itself."""
+        from ..varhyper.forms import create_form
+        from ..varhyper.model import HyperModel
+
+        p = self.params_
+        return HyperModel(factory(), create_form(p.form, rank=p.rank, hidden=p.hidden, pivots=p.pivots), **self._hyper_kwargs())
 
     def _train_family(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Any, dict[str, Any]]:
         p = self.params_

@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.dataset import Data
+from ..ensemble import Ensemble
 from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
-from ..varhyper.family import train_l2, train_separate
+from ..varhyper.family import prune_ensemble, train_l2, train_separate
 from .base import register_method
 from .varhyper import FamilyMethod
 
@@ -39,6 +40,10 @@ class Variational(FamilyMethod):
     ``samples``, ``rank``, ``hidden``, ``pivots`` (unused here).
     """
 
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        """Per epoch: one network per lambda."""
+        return Ensemble.from_factory(factory, members=len(self.params_.lambdas))
+
     def _train_family(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Any, dict[str, Any]]:
         return train_separate(factory, data, self.train_config_, self.params_.lambdas, seed=self.seed, run=run, resume=self.resume_,
                               callbacks=self.extra_callbacks_, **self._hyper_kwargs())
@@ -51,6 +56,17 @@ class L2Nets(FamilyMethod):
     All start from the same initialisation (the run's seed), as the variational nets do.
     Args: ``lambdas``, ``prune``, ``fractions`` (the rest of the family settings are unused).
     """
+
+    def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
+        """Per epoch: one network per lambda."""
+        return Ensemble.from_factory(factory, members=len(self.params_.lambdas))
+
+    def _members(self, family: Ensemble, lambdas: list[float], prune: float) -> Ensemble:
+        """The networks themselves (one per lambda), pruned by ``mu^2``."""
+        return prune_ensemble(family, prune) if prune else family.clone()
+
+    def _kl(self, family: Ensemble, lambdas: list[float]) -> None:
+        return None  # ordinary networks: no posterior
 
     def _train_family(self, data: Data, factory: ModelFactory, run: RunDir | None) -> tuple[Any, dict[str, Any]]:
         return train_l2(factory, data, self.train_config_, self.params_.lambdas, seed=self.seed, run=run, resume=self.resume_,

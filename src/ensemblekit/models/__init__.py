@@ -1,13 +1,16 @@
-"""Model registry and the built-in model zoo."""
+"""Models: the model and wrapper registries, model specs that survive a save/load, and the built-in zoo.
 
-from . import simple  # noqa: F401  (registers mlp, cnn1d)
-from . import cnn2d  # noqa: F401  (registers cnn2d)
-from . import resnet  # noqa: F401  (registers resnet)
-from . import vgg  # noqa: F401  (registers vgg)
-from . import wrn  # noqa: F401  (registers wrn)
-from ..nas import network as _darts  # noqa: F401  (registers darts)
-from . import dropconnect, frozen_head  # noqa: F401  (register the dropconnect and frozen_head wrappers)
-from ..efficient import mcdropout as _mcdropout, packed as _packed  # noqa: F401  (register head_dropout, packed)
+Owns: :data:`MODELS` and :data:`WRAPPERS` (:mod:`.registry`: ``create_model``, ``model_factory``,
+specs), the zoo (:mod:`.simple`: mlp, cnn1d; :mod:`.cnn2d`, :mod:`.resnet`, :mod:`.vgg`,
+:mod:`.wrn`), the wrappers of this package (:mod:`.dropconnect`, :mod:`.frozen_head`) and
+the shared layers (:mod:`.layers`, :mod:`.base`). Every model and wrapper registers itself
+where it is defined; the registries import the modules of ``models``, ``nas`` (``darts``)
+and ``efficient`` (``packed``, ``head_dropout``) on a lookup that misses, so nothing is
+imported here only to register it.
+
+May import: the base modules (``errors``, ``registry``...) only.
+"""
+
 from .base import Classifier
 from .registry import MODELS, WRAPPERS, ModelFactory, create_model, list_models, list_wrappers, model_factory, register_model, register_wrapper
 

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 __all__ = [
+    "DISCOVER",
     "MODELS",
     "register_model",
     "create_model",
@@ -33,7 +34,10 @@ __all__ = [
     "list_wrappers",
 ]
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+DISCOVER = ("ensemblekit.models", "ensemblekit.nas", "ensemblekit.efficient")
+"""The packages whose modules register models and wrappers (imported on a lookup that misses)."""
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", discover=DISCOVER)
 
 # Arguments a builder may declare to receive the data's shape; filled in from the data.
 _DATA_ARGS = ("input_shape", "num_classes")
@@ -57,7 +61,7 @@ class ModelWrapper:
     order: int
 
 
-WRAPPERS: Registry[ModelWrapper] = Registry("model wrapper")
+WRAPPERS: Registry[ModelWrapper] = Registry("model wrapper", discover=DISCOVER)
 _SPEC_KEYS = ("name", "factory", "kwargs")
 
 

@@ -20,8 +20,9 @@ __all__ = ["write_curve_report", "summary_markdown"]
 
 
 def write_curve_report(curves: Mapping[str, CurveModel], data: Data, out_dir: str, grid: int = 61, plane: int = 0,
-                       references: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Evaluate the straight line and each curve on a t grid; write ``curve.json``, ``curve.md`` and the plots.
+                       references: Mapping[str, float] | None = None, plots: bool = True) -> dict[str, Any]:
+    """Evaluate the straight line and each curve on a t grid; write ``curve.json``, ``curve.md`` and
+    (unless ``plots=False``) the plots: metrics along t, the two-model ensemble, the plane (``plane > 0``).
 
     Returns:
         ``{label: summary}`` (see :func:`~ensemblekit.curves.summarize`), ``line`` included.
@@ -40,6 +41,13 @@ def write_curve_report(curves: Mapping[str, CurveModel], data: Data, out_dir: st
     grid_rows = {k: [{**row, "pair_error": float(p)} for row, p in zip(ev.table(), pairs[k])] for k, ev in evals.items()}
     write_json(os.path.join(out_dir, "curve.json"), {"summary": summary, "grid": grid_rows})
     atomic_write_text(os.path.join(out_dir, "curve.md"), summary_markdown(summary))
+    if plots:
+        _plots(curves, evals, pairs, data, out_dir, plane, references)
+    return summary
+
+
+def _plots(curves: Mapping[str, CurveModel], evals: Mapping[str, Any], pairs: Mapping[str, Any], data: Data, out_dir: str, plane: int,
+           references: Mapping[str, float] | None) -> None:
     curve_metrics_plot(evals, os.path.join(out_dir, "curve_metrics.png"), title="train loss and test error along t")
     refs = {"w0 alone": float(evals["line"].test_error[0]), **dict(references or {})}
     two_model_plot({k: (ev.ts, pairs[k]) for k, ev in evals.items()}, os.path.join(out_dir, "curve_two_model.png"), references=refs)
@@ -48,7 +56,6 @@ def write_curve_report(curves: Mapping[str, CurveModel], data: Data, out_dir: st
             pg = plane_grid(c, data, size=plane)
             plane_plot(pg["xs"], pg["ys"], pg["errors"], pg["marks"], os.path.join(out_dir, f"plane_{k}.png"), curve_xy=pg["curve_xy"],
                        title=f"test error (%) in the plane of w0, w1 and the {k} bend")
-    return summary
 
 
 def summary_markdown(summary: Mapping[str, Mapping[str, float]]) -> str:

@@ -14,20 +14,18 @@ import numpy as np
 
 from .plots import new_figure, save_figure
 
-__all__ = ["nes_markdown", "write_nes_plots", "LABELS"]
-
-LABELS = {
-    "edgenes": "EdgeNES", "darts": "DARTS (single)", "random_arch": "random architecture", "darts_ensemble": "DARTS ensemble (n searches)",
-    "deepens_darts": "DeepEns of alpha* (n seeds)", "nes_rs": "NES-RS (random + ForwardSelect)", "nes_deviation": "random deviation",
-}
+__all__ = ["nes_markdown", "write_nes_plots"]
 
 
-def nes_markdown(summary: Mapping[str, Mapping[str, float]], runs: Sequence[Mapping[str, Any]]) -> str:
-    """The table: method, test accuracy mean ± std (%), finding cost, retraining cost (s), plus Spearman(lambda, common edges)."""
+def nes_markdown(summary: Mapping[str, Mapping[str, float]], runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str] | None = None) -> str:
+    """The table: method, test accuracy mean ± std (%), finding cost, retraining cost (s), plus Spearman(lambda, common edges).
+
+    ``labels``: how each method is named in the table (default its registered name)."""
+    labels = labels or {}
     lines = ["| method | test acc. % | error % | find (s) | retrain (s) | AUC acc-vs-time | seeds |", "|---|---|---|---|---|---|---|"]
     for m, s in summary.items():
         auc = f"{s['auc']:.3f}" if "auc" in s else ""
-        lines.append(f"| {LABELS.get(m, m)} | {s['acc_mean']:.2f} ± {s['acc_std']:.2f} | {100 - s['acc_mean']:.2f} | {s['find_s']:.0f} | {s['retrain_s']:.0f} | {auc} | {int(s['seeds'])} |")
+        lines.append(f"| {labels.get(m, m)} | {s['acc_mean']:.2f} ± {s['acc_std']:.2f} | {100 - s['acc_mean']:.2f} | {s['find_s']:.0f} | {s['retrain_s']:.0f} | {auc} | {int(s['seeds'])} |")
     rho = [r["spearman"] for r in runs if "spearman" in r]
     if rho:
         lines.append("")
@@ -35,8 +33,10 @@ def nes_markdown(summary: Mapping[str, Mapping[str, float]], runs: Sequence[Mapp
     return "\n".join(lines) + "\n"
 
 
-def write_nes_plots(runs: Sequence[Mapping[str, Any]], summary: Mapping[str, Mapping[str, float]], out: str) -> list[str]:
-    """Write ``nes_common_edges.png`` (when EdgeNES ran) and ``nes_accuracy_cost.png``; returns the paths."""
+def write_nes_plots(runs: Sequence[Mapping[str, Any]], summary: Mapping[str, Mapping[str, float]], out: str,
+                    labels: Mapping[str, str] | None = None) -> list[str]:
+    """Write ``nes_common_edges.png`` (when a run reports its lambda grid) and ``nes_accuracy_cost.png``; returns the paths."""
+    labels = labels or {}
     paths = []
     grids = [r["grid"] for r in runs if "grid" in r]
     if grids:
@@ -55,7 +55,7 @@ def write_nes_plots(runs: Sequence[Mapping[str, Any]], summary: Mapping[str, Map
     fig = new_figure((6, 4))
     ax = fig.add_subplot()
     for m, s in summary.items():
-        ax.errorbar(s["find_s"] + s["retrain_s"], s["acc_mean"], yerr=s["acc_std"], fmt="o", capsize=3, label=LABELS.get(m, m))
+        ax.errorbar(s["find_s"] + s["retrain_s"], s["acc_mean"], yerr=s["acc_std"], fmt="o", capsize=3, label=labels.get(m, m))
     ax.set_xlabel("wall-clock cost: finding + retraining (s)")
     ax.set_ylabel("ensemble test accuracy (%)")
     ax.legend(fontsize=7)

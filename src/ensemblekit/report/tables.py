@@ -60,13 +60,13 @@ def _cost_cell(values: list[float | None] | None) -> str:
     return human(sum(values) / len(values))  # type: ignore[arg-type]
 
 
-def _reference_curves(rows: Sequence[Mapping[str, Any]]) -> dict[int, list[float]]:
+def _reference_curves(rows: Sequence[Mapping[str, Any]], reference: Callable[[Mapping[str, Any]], bool]) -> dict[int, list[float]]:
     """Per seed: the calibrated test NLL of 1..K independent members.
 
-    k members is the Ind cell of k members when the table has one (so Ind reads exactly k),
-    else the first k members of the largest Ind cell of that seed."""
-    ind = [r for r in rows if r.get("name") == "independent" and r.get("test", {}).get("calibrated")
-           and (r.get("hyperparameters") or {}).get("budget_by", "members") == "members"]
+    The reference rows (``reference(row)``: k independently trained members, the deep
+    ensemble) give k members where the table has a row of k (so the reference reads exactly
+    k), else the first k members of the largest reference row of that seed."""
+    ind = [r for r in rows if r.get("test", {}).get("calibrated") and reference(r)]
     out: dict[int, list[float]] = {}
     for seed in {r["seed"] for r in ind}:
         mine = [r for r in ind if r["seed"] == seed]
@@ -78,11 +78,15 @@ def _reference_curves(rows: Sequence[Mapping[str, Any]]) -> dict[int, list[float
     return out
 
 
-def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int]) -> list[list[str]]:
-    """The DEE table's body (empty without an Ind method or a validation split)."""
+def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int],
+             reference: Callable[[Mapping[str, Any]], bool]) -> list[list[str]]:
+    """The DEE table's body (empty without reference rows or a validation split).
+
+    ``reference(row)``: whether a row is k independently trained members; the method of the
+    row says so (see :func:`~ensemblekit.experiments.compare.write_report`)."""
     from ..metrics.calibration import deep_ensemble_equivalent
 
-    refs = _reference_curves(rows)
+    refs = _reference_curves(rows, reference)
     if not refs:
         return []
     k_max = min(len(c) for c in refs.values())
@@ -105,10 +109,12 @@ def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets:
     return [[m, *[cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
 
 
-def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "") -> str:
+def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "",
+                        reference: Callable[[Mapping[str, Any]], bool] | None = None) -> str:
     """The comparison report, mean ± std over seeds: test error %, NLL, ECE, training seconds,
     members; then the cost: parameters of the predicting ensemble, measured training FLOPs
-    and inference FLOPs per example (means over seeds)."""
+    and inference FLOPs per example (means over seeds); with ``reference`` (which rows are k
+    independently trained members) the deep-ensemble equivalent of every method."""
     seeds = sorted({r["seed"] for r in rows})
     parts = [f"# {title}".rstrip() if title else "# Comparison", ""]
     parts.append(f"Mean ± sample std over {len(seeds)} seed(s) {seeds}; budget kB = k times the cost of one model trained with the shared `train` settings.")
@@ -147,7 +153,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str
                   "kB = k times the measured training FLOPs of one single model; each method gets the whole number of epochs "
                   "nearest to that (the Training FLOPs table has the exact cost). †: a method without an epoch knob, run as with "
                   "budget_unit: epochs.", "", markdown_table(header, body), ""]
-    dee = dee_rows(rows, methods, budgets)
+    dee = dee_rows(rows, methods, budgets, reference) if reference is not None else []
     if dee:
         parts += ["## Deep-ensemble equivalent (DEE)", "",
                   "How many independently trained members (Ind) match each method's calibrated test NLL (temperature fitted on "

@@ -9,13 +9,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .plots import line_plot, new_figure, save_figure
+from .tables import markdown_table
 
-__all__ = ["write_varhyper_plots", "pruning_panels"]
+__all__ = ["write_varhyper_plots", "pruning_panels", "varhyper_markdown"]
+
+#: The pruned shares ``varhyper.md`` shows (all of them when the grid has none of these).
+SHOWN_FRACTIONS = (0.0, 0.6, 0.8, 0.9)
+
+
+def varhyper_markdown(summary: Mapping[str, Any], lambdas: Sequence[float], fractions: Sequence[float], runs: Mapping[str, str],
+                      title: str, seeds: int) -> str:
+    """The family's table: per kind and lambda, KL(q, prior), test accuracy mean ± std at the
+    pruned shares of :data:`SHOWN_FRACTIONS` and the training seconds of one run.
+
+    Args:
+        summary: ``{kind: {acc_mean, acc_std (lambda x fraction), kl_mean, train_s}}`` over seeds.
+        runs: ``{kind: what one run trains}`` (e.g. ``"one run, all lambdas"``, ``"6 nets"``).
+        title: the heading's start. seeds: how many seeds the means are over.
+    """
+    shown = [j for j, f in enumerate(fractions) if round(f, 2) in SHOWN_FRACTIONS] or list(range(len(fractions)))
+    head = ["model", "lambda", "KL(q, prior)", *[f"acc @ {fractions[j]:.0%} pruned" for j in shown], "train s / run"]
+    body = []
+    for kind, s in summary.items():
+        for i, lam in enumerate(lambdas):
+            cells = [f"{100 * s['acc_mean'][i][j]:.1f} ± {100 * s['acc_std'][i][j]:.1f}" for j in shown]
+            kl = f"{s['kl_mean'][i]:.0f}" if s.get("kl_mean") else "-"
+            body.append([kind, f"{lam:g}", kl, *cells, f"{s['train_s'][0]:.0f} ({runs[kind]})" if i == 0 else ""])
+    return (f"# {title}: test accuracy % (mean ± std over {seeds} seeds)\n\n"
+            + markdown_table(head, body) + "\n\nWall-clock seconds include other processes' load.\n")
 
 
 def pruning_panels(results: Mapping[str, Any], path: str | Path) -> Path:

@@ -110,7 +110,7 @@ class TrainConfig(StrictModel):
         devices: train the members on several devices, e.g. ``[cuda:0, cuda:1]``: the
             member axis is cut into one contiguous shard per device (no gradient
             all-reduce: members are independent); ``device`` is then ignored. Needs an
-            :class:`~ensemblekit.ensemble.Ensemble` (:mod:`ensemblekit.placement`).
+            :class:`~ensemblekit.ensemble.Ensemble` (:mod:`ensemblekit.ensemble.placement`).
         loggers: experiment trackers, ``[tensorboard]``: per-epoch scalars per member and
             for the ensemble, the size curve, the reliability diagram and the run's
             hyperparameters under ``RUN_DIR/tensorboard`` (:mod:`ensemblekit.training.tracking`).

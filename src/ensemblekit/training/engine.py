@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._runtime import tune_allocator
-from ..data.augment import build_augment, build_tta, mixup
-from ..data.batching import Batch, LoaderBatcher, TensorBatcher
+from ..data.augment import mixup
+from ..data.batching import Batch
 from ..data.dataset import Data
-from ..errors import ConfigError, DataError, NonFiniteLossError
+from ..errors import DataError, NonFiniteLossError
 from ..metrics.classification import accuracy, nll
 from ..evaluation.forward import predictive
 from ..seeding import derive_seed
@@ -35,19 +35,17 @@ from ..threads import follow_load
 from .callbacks import Callback
 from .checkpoint import RunDir
 from .config import TrainConfig
-from .early_stopping import EarlyStopping
 from .flops import flop_counter
-from .layout import ParamLayout, per_member_hparams
-from .optim import build_optimizer, optimizer_lr
-from .penalties import check_penalties, member_penalties
-from .chunks import check_execution, check_member_chunk, chunked_losses, probe_member_chunk
-from .precision import MemberLossScaler, autocast, compiled_forward
-from .protocol import TrainableModel, check_trainable, shared_tensor_names
-from .schedules import Schedule, build_schedule, lambda_lr
+from .penalties import member_penalties
+from .chunks import check_member_chunk, chunked_losses, probe_member_chunk
+from .precision import autocast
+from .protocol import TrainableModel, check_trainable
+from .schedules import Schedule, lambda_lr
+from .wiring import (LossFn, build_batcher, build_forward, build_optimization, build_transforms, place_model, resolve_device,
+                     stage_callbacks, stage_loss, stage_schedule, train_config)
 
 __all__ = ["Trainer", "cross_entropy_per_member", "resolve_device", "LossFn"]
 
-LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 _STATE_KEYS = ("ensemble", "optimizer", "rng", "callbacks", "epoch", "step", "wall_s", "finished", "history")
 
 
@@ -66,35 +64,15 @@ def _along_batch(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return t[perm] if t.dim() == 1 else torch.gather(t, 1, perm)
 
 
-def _placed(model: TrainableModel, devices: Sequence[str], stage: str, config: TrainConfig) -> tuple[TrainableModel, torch.device]:
-    """``model``'s members sharded over ``devices`` (``train.devices``) and the first device."""
-    check_execution(config, model, stage)
-    devs = [resolve_device(d) for d in devices]
-    return model.place(devs), devs[0]  # type: ignore[attr-defined]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the current CUDA device when there is one, else CPU; ``cuda`` -> ``cuda:<current>``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available (use device: auto or cpu)")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 class Trainer:
     """Train the members of ``model`` on ``data.train`` for one stage.
 
     ``model`` is any :class:`~ensemblekit.training.protocol.TrainableModel`: an
     :class:`~ensemblekit.ensemble.Ensemble`, a curve, a hypernetwork or a network whose
     members share parameters; per-member clipping, penalties and optimizer settings follow
-    its :meth:`param_groups` (see the protocol for what they mean with shared tensors).
+    its :meth:`param_groups` (see the protocol for what they mean with shared tensors). It is
+    built from the pieces of :mod:`ensemblekit.training.wiring`, in the order ``__init__``
+    lists them (a configuration with several faults is refused for the first).
 
     Args:
         model: the members to train (a copy on the configured device when it is elsewhere).
@@ -139,59 +117,26 @@ class Trainer:
         resume: bool = True,
         warm_start: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
+        self.config = train_config(config)
         check_trainable(model)
-        if self.config.devices:
-            self.model, self.device = _placed(model, self.config.devices, stage, self.config)
-        else:
-            self.device = resolve_device(self.config.device)
-            self.model = model if torch.device(model.device) == self.device else model.to(self.device)
-        self.data = data
-        self.seed = int(seed)
-        self.run = run
-        self.stage = stage
-        if loss_fn is not None and loss_for is not None:
-            raise ConfigError(f"{stage}: give loss_fn or loss_for, not both")
-        self.loss_fn = loss_for(self.model) if loss_for is not None else (loss_fn or cross_entropy_per_member)
-        self.callbacks = list(callbacks)
-        if self.config.early_stopping is not None:
-            shared = shared_tensor_names(self.model)
-            if shared:
-                raise ConfigError(f"{stage}: early_stopping restores each member's own best weights, but {type(self.model).__name__} "
-                                  f"has tensors shared by its members ({shared[0]}, ...)")
-            self.callbacks.append(EarlyStopping(self.config.early_stopping))
-        if "tensorboard" in self.config.loggers and run is not None:
-            from .tracking import TensorBoardLogger
-
-            self.callbacks.append(TensorBoardLogger(run.path, stage))
-        self.resume = resume
-        self.warm_start = warm_start
-        m = self.model.num_members
-        if data.train.in_memory:
-            self.batcher: TensorBatcher | LoaderBatcher = TensorBatcher(
-                data.train.x, data.train.y, batch_size=self.config.batch_size, members=m,
-                order=self.config.data_order, seed=derive_seed(self.seed, stage, "data"), device=self.device,
-            )
-        else:
-            self.batcher = LoaderBatcher(data.train.loader, device=self.device)  # type: ignore[arg-type]
+        self.model, self.device = place_model(model, self.config, stage)
+        self.data, self.seed, self.run, self.stage = data, int(seed), run, stage
+        self.loss_fn = stage_loss(self.model, stage, loss_fn, loss_for, default=cross_entropy_per_member)
+        self.callbacks = stage_callbacks(self.config, self.model, run, stage, callbacks)
+        self.resume, self.warm_start = resume, warm_start
+        self.batcher = build_batcher(data, self.config, self.model.num_members, derive_seed(self.seed, stage, "data"), self.device)
         self.steps_per_epoch = self.batcher.steps_per_epoch
-        self.total_steps = self.config.epochs * self.steps_per_epoch
-        self.base_lr = optimizer_lr(self.config.optimizer)
-        self.schedule = schedule or build_schedule(
-            self.config.schedule, lr=self.base_lr, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch
-        )
-        if self.config.penalties.active:
-            check_penalties(self.model, stage)
-        self.layout = ParamLayout(self.model, per_member_hparams(self.config.optimizer, m))
-        self.optimizer = build_optimizer(self.config.optimizer, self.layout.optimizer_params())
-        self.scaler = MemberLossScaler(m) if self.config.precision == "fp16" else None
-        self._stepped = self.layout.stepped() if self.scaler is not None else []  # fixed tensors: listed once
-        self.member_chunk: int | str | None = check_member_chunk(self, m)
-        self._forward: Callable[..., torch.Tensor] = self.model
-        if self.config.compile:
-            self._forward = compiled_forward(self.model, stage)
-        self.augment = build_augment(self.config.augment, data.input_shape)
-        self.tta = build_tta(self.config.tta, data.input_shape) if self.config.tta else None
+        lr = stage_schedule(self.config, self.steps_per_epoch, schedule)
+        self.schedule, self.base_lr, self.total_steps = lr.policy, lr.base_lr, lr.total_steps
+        opt = build_optimization(self.model, self.config, stage)
+        self.layout, self.optimizer, self.scaler, self._stepped = opt.layout, opt.optimizer, opt.scaler, opt.stepped
+        self.member_chunk: int | str | None = check_member_chunk(self, self.model.num_members)
+        self._forward: Callable[..., torch.Tensor] = build_forward(self.model, self.config, stage)
+        self.augment, self.tta = build_transforms(self.config, data.input_shape)
+        self._start_progress()
+
+    def _start_progress(self) -> None:
+        """The stage's progress before its first step (a checkpoint replaces it on resume)."""
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0
@@ -299,13 +244,7 @@ class Trainer:
             # lines logged after the state we start from (an epoch logged, then killed before its checkpoint) are replayed
             self.run.truncate_log(self.stage, self.epoch)
         if state is None and self.warm_start is not None:
-            self.model.load_state_tensors(self.warm_start["ensemble"])
-            self.layout.refresh_from_model()
-            if self.warm_start.get("optimizer") is not None:
-                # the old stage's moments (momentum buffers, Adam statistics), this stage's hyperparameters
-                current = self.optimizer.state_dict()
-                current["state"] = {int(k): v for k, v in self.warm_start["optimizer"]["state"].items()}
-                self.optimizer.load_state_dict(current)
+            self._load_warm_start(self.warm_start)
         scheduler = lambda_lr(self.optimizer, self.schedule, self.base_lr, last_step=self.step - 1)
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -322,6 +261,16 @@ class Trainer:
         self._checkpoint()
         return self._result()
 
+    def _load_warm_start(self, warm: Mapping[str, Any]) -> None:
+        """Start from another stage's weights and, when given, its optimizer moments (momentum
+        buffers, Adam statistics) under this stage's hyperparameters."""
+        self.model.load_state_tensors(warm["ensemble"])
+        self.layout.refresh_from_model()
+        if warm.get("optimizer") is not None:
+            current = self.optimizer.state_dict()
+            current["state"] = {int(k): v for k, v in warm["optimizer"]["state"].items()}
+            self.optimizer.load_state_dict(current)
+
     def _result(self) -> TrainableModel:
         """The trained model; members placed on several devices are gathered on the first."""
         merged = getattr(self.model, "merged", None)
@@ -329,6 +278,22 @@ class Trainer:
 
     def _run_epoch(self, scheduler: torch.optim.lr_scheduler.LambdaLR, bar: tqdm) -> None:
         t0 = time.perf_counter()
+        loss_sum, correct, seen = self._train_epoch(scheduler, bar)
+        self.epoch += 1
+        self.wall_s += time.perf_counter() - t0
+        logs = self._epoch_logs(loss_sum, correct, seen)
+        self.history.append(logs)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, self.epoch, logs)
+        if self.run is not None:
+            self.run.log(logs)
+        if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.config.epochs or self.stop:
+            self._checkpoint()
+        bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
+
+    def _train_epoch(self, scheduler: torch.optim.lr_scheduler.LambdaLR, bar: tqdm) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The steps of one epoch (from where a resumed stage stopped); returns each member's
+        summed loss ``(M,)`` and correct count ``(M,)`` over the ``seen`` examples."""
         ens, m = self.model, self.model.num_members
         ens.train()
         loss_sum = torch.zeros(m, device=self.device)
@@ -353,8 +318,11 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_step_end(self, self.step, batch)
             bar.update(1)
-        self.epoch += 1
-        self.wall_s += time.perf_counter() - t0
+        return loss_sum, correct, seen
+
+    def _epoch_logs(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> dict[str, Any]:
+        """The epoch's line of ``metrics.jsonl``: training loss and accuracy, validation when due,
+        fp16 loss scaling, the member chunk in use, the stage's seconds so far."""
         logs: dict[str, Any] = {
             "stage": self.stage,
             "epoch": self.epoch,
@@ -371,14 +339,7 @@ class Trainer:
         if isinstance(self.member_chunk, int):
             logs["member_chunk"] = self.member_chunk
         logs["wall_s"] = round(self.wall_s, 3)
-        self.history.append(logs)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, self.epoch, logs)
-        if self.run is not None:
-            self.run.log(logs)
-        if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.config.epochs or self.stop:
-            self._checkpoint()
-        bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
+        return logs
 
     def _follow_load(self) -> None:
         """Let the automatic thread policy follow the free cores (a clock read until it is due,

@@ -124,7 +124,7 @@ def pruning_curve(model: HyperModel | Ensemble, lambdas: Sequence[float], fracti
     A HyperModel is scored by ``mu^2 / sigma^2``; an Ensemble (the L2 nets, one member per
     lambda in the same order) by ``mu^2``.
     """
-    if isinstance(model, Ensemble):
+    if not isinstance(model, HyperModel):  # an Ensemble of L2 nets
         if model.num_members != len(lambdas) or len(model.groups) != 1:
             raise ConfigError(f"an L2 family needs one member per lambda ({len(lambdas)}), got {model.num_members}")
         build = lambda f: prune_ensemble(model, f)  # noqa: E731

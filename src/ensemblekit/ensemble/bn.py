@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Split
-from ..ensemble import Ensemble
+from .container import Ensemble
 
 __all__ = ["has_batchnorm", "recompute_bn"]
 

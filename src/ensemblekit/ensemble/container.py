@@ -1,15 +1,12 @@
-"""The Ensemble container: members stacked along a leading member axis.
+"""The Ensemble container: M networks whose predictive distributions are averaged.
 
-Members that share an architecture form a :class:`MemberGroup`: every parameter and
-buffer is one tensor of shape ``(M, *shape)``, and the forward pass is
-``vmap(functional_call(template, ...))`` over the member axis, so M networks cost one
-vectorised pass. BatchNorm running statistics live in the stacked buffers and stay
-per member; dropout draws different masks per member (``randomness="different"``).
-For networks made of common layers the same computation runs as a few wide grouped
-convolutions and batched matrix products instead (:mod:`ensemblekit.stacked`; several
-times faster than vmap on CPU, numerically the same).
-Members of different architectures are kept as several groups (the list fallback);
-the ensemble's output concatenates the groups along the member axis.
+Members that share an architecture form a :class:`~ensemblekit.ensemble.group.MemberGroup`
+(stacked parameters and buffers, one vectorised forward pass); members of different
+architectures are kept as several groups (the list fallback), and the ensemble's output
+concatenates the groups along the member axis. The Ensemble is a predictor kind
+(:func:`~ensemblekit.predictors.register_predictor`): it owns its file (:meth:`Ensemble.save`,
+:meth:`Ensemble.load`, the format in :mod:`ensemblekit.ensemble.io`) and its export
+(:meth:`Ensemble.export_module`); what consumes it (evaluation, export, reports) lives above it.
 
 An ensemble's prediction is the mean of member *probabilities*, never of logits.
 """
@@ -17,45 +14,20 @@ An ensemble's prediction is the mean of member *probabilities*, never of logits.
 from __future__ import annotations
 
 import copy
-import os
-import json
-from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
 
-from .data.dataset import Split
-from .errors import ConfigError, DataError
-from .models.registry import model_factory
-from .serialization import copy_state_, load_tensors, save_tensors
-from .stacked import StackedPlan, compile_plan
-from .training.protocol import ParamGroup
+from ..data.dataset import Split
+from ..errors import ConfigError
+from ..predictors import EnsembleModule, register_predictor
+from ..serialization import copy_state_, load_tensors, save_tensors
+from ..training.protocol import ParamGroup
+from .group import MemberGroup, state_key
+from .io import ENSEMBLE_FORMAT, saved_groups
 
-__all__ = ["MemberGroup", "Ensemble", "state_key", "parse_state_key"]
-
-_FORMAT = "ensemblekit.ensemble/1"
-
-
-def state_key(group: int, kind: str, name: str) -> str:
-    """The name of a stacked tensor in checkpoints and ensemble files: ``g<group>.<kind>.<name>``.
-
-    ``kind`` is ``param`` or ``buffer``. The one place this format is built
-    (:func:`parse_state_key` is the one place it is read).
-    """
-    if kind not in ("param", "buffer"):
-        raise ValueError(f"kind must be 'param' or 'buffer', got {kind!r}")
-    return f"g{group}.{kind}.{name}"
-
-
-def parse_state_key(key: str) -> tuple[int, str, str]:
-    """``(group, kind, name)`` of a name built by :func:`state_key`."""
-    head, kind, name = key.split(".", 2)
-    if not head.startswith("g") or not head[1:].isdigit() or kind not in ("param", "buffer"):
-        raise ValueError(f"not an ensemble state key: {key!r}")
-    return int(head[1:]), kind, name
-
+__all__ = ["Ensemble", "INFERENCE_ACTIVATION_BYTES"]
 
 INFERENCE_ACTIVATION_BYTES = {"cpu": 4 * 2**20, "default": 256 * 2**20}
 """Activation memory that :meth:`Ensemble.predict_proba` lets one chunk of members use, per
@@ -65,119 +37,7 @@ once, 0.33-0.43 s in chunks of 1-4, 0.48 s in chunks of 8); elsewhere a larger c
 the device."""
 
 
-def member_loop(template: nn.Module, device: torch.device) -> bool:
-    """Whether members run one after another (each a dense forward pass on views of the
-    stacked tensors) instead of as one stacked pass.
-
-    On CPU a 2-D convolution of M members folded into channels (``groups=M``) is slower than
-    M dense convolutions (oneDNN; 2.0x at 16 channels on 32x32 maps, equal from 32 channels
-    on), and vmap is slower still; 1-D convolutions gain from the grouped form. So by
-    default members of a network with ``Conv2d`` layers loop on CPU and stack everywhere
-    else. ``ENSEMBLEKIT_STACKED``: ``loop`` always loops, ``plan`` always stacks (the
-    grouped plan where it exists), ``0`` forces vmap.
-    """
-    mode = os.environ.get("ENSEMBLEKIT_STACKED", "1")
-    if mode in ("loop", "plan", "0"):
-        return mode == "loop"
-    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in template.modules())
-
-
-class MemberGroup:
-    """Members of one architecture with stacked parameters and buffers.
-
-    Args:
-        template: a module of the architecture; only its structure is used.
-        params: name -> tensor ``(M, *shape)`` (leaf tensors; frozen ones have
-            ``requires_grad=False``).
-        buffers: name -> tensor ``(M, *shape)``.
-        spec: JSON-able model spec that rebuilds ``template`` (``None`` for a plain callable).
-    """
-
-    def __init__(self, template: nn.Module, params: "OrderedDict[str, torch.Tensor]", buffers: "OrderedDict[str, torch.Tensor]", spec: dict[str, Any] | None = None) -> None:
-        if not params:
-            raise ConfigError("a member group needs at least one parameter")
-        self.template = template
-        self.params = params
-        self.buffers = buffers
-        self.spec = spec
-        sizes = {t.shape[0] for t in [*params.values(), *buffers.values()]}
-        if len(sizes) != 1:
-            raise ConfigError(f"stacked tensors disagree on the number of members: {sorted(sizes)}")
-        self.num_members = sizes.pop()
-        self._vmapped: dict[bool, Callable[..., torch.Tensor]] = {}
-        # Common layers run as wide grouped/batched ops; anything else through vmap.
-        self.plan: StackedPlan | None = compile_plan(template)
-        self.loop = member_loop(template, next(iter(params.values())).device)
-
-    @classmethod
-    def from_modules(cls, modules: Sequence[nn.Module], spec: dict[str, Any] | None = None) -> "MemberGroup":
-        params, buffers = stack_module_state(list(modules))
-        template = copy.deepcopy(modules[0])
-        flags = dict(modules[0].named_parameters())
-        out_params = OrderedDict((k, v.detach().clone().requires_grad_(flags[k].requires_grad)) for k, v in params.items())
-        out_buffers = OrderedDict((k, v.detach().clone()) for k, v in buffers.items())
-        return cls(template, out_params, out_buffers, spec)
-
-    def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
-
-    def forward(self, x: torch.Tensor, per_member: bool = False, params: dict[str, torch.Tensor] | None = None,
-                members: slice | None = None) -> torch.Tensor:
-        """Logits ``(M, B, C)`` for ``x`` of shape ``(B, ...)``, or ``(M, B, ...)`` when ``per_member``.
-
-        ``members`` (a slice of this group's members) runs only those: ``x`` then holds
-        only their inputs when ``per_member``; the result is ``(len, B, C)``; parameters
-        and buffers are views, so gradients and BatchNorm updates land in the stacked storage.
-        """
-        p = self.params if params is None else params
-        b, n = self.buffers, self.num_members
-        if members is not None:
-            p = {k: v[members] for k, v in p.items()}
-            b = {k: v[members] for k, v in b.items()}
-            n = len(range(*members.indices(self.num_members)))
-        if n == 1 or self.loop:
-            # One member (or the member loop): skip vmap's overhead; indexing keeps views of
-            # the stacked tensors, so gradients and in-place BatchNorm updates land in the
-            # stacked storage.
-            outs = []
-            for m in range(n):
-                xs = x[m] if per_member else x
-                outs.append(self._call({k: v[m] for k, v in p.items()}, {k: v[m] for k, v in b.items()}, xs))
-            return torch.stack(outs)
-        if self.plan is not None:
-            return self.plan(p, b, x, n, per_member)
-        fn = self._vmapped.get(per_member)
-        if fn is None:
-            fn = vmap(self._call, in_dims=(0, 0, 0 if per_member else None), randomness="different")
-            self._vmapped[per_member] = fn
-        return fn(p, b, x)
-
-    def signature(self) -> str:
-        shapes = [(k, tuple(v.shape[1:]), str(v.dtype)) for k, v in [*self.params.items(), *self.buffers.items()]]
-        return json.dumps([type(self.template).__qualname__, repr(self.template), shapes, self.spec], default=str)
-
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        return {**{k: v[i] for k, v in self.params.items()}, **{k: v[i] for k, v in self.buffers.items()}}
-
-    def to(self, device: torch.device | str) -> "MemberGroup":
-        params = OrderedDict((k, v.detach().to(device).requires_grad_(v.requires_grad)) for k, v in self.params.items())
-        buffers = OrderedDict((k, v.to(device)) for k, v in self.buffers.items())
-        return MemberGroup(copy.deepcopy(self.template).to(device), params, buffers, self.spec)
-
-    def select(self, indices: Sequence[int]) -> "MemberGroup":
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        params = OrderedDict((k, v.detach()[idx.to(v.device)].clone().requires_grad_(v.requires_grad)) for k, v in self.params.items())
-        buffers = OrderedDict((k, v[idx.to(v.device)].clone()) for k, v in self.buffers.items())
-        return MemberGroup(copy.deepcopy(self.template), params, buffers, self.spec)
-
-    @staticmethod
-    def concat(groups: Sequence["MemberGroup"]) -> "MemberGroup":
-        first = groups[0]
-        params = OrderedDict((k, torch.cat([g.params[k].detach() for g in groups]).requires_grad_(v.requires_grad)) for k, v in first.params.items())
-        buffers = OrderedDict((k, torch.cat([g.buffers[k] for g in groups])) for k in first.buffers)
-        return MemberGroup(copy.deepcopy(first.template), params, buffers, first.spec)
-
-
+@register_predictor
 class Ensemble:
     """M networks whose predictive distributions are averaged.
 
@@ -190,6 +50,8 @@ class Ensemble:
         >>> ens.predict_proba(torch.randn(4, 5)).shape
         torch.Size([3, 4, 3])
     """
+
+    file_format = ENSEMBLE_FORMAT
 
     def __init__(self, groups: Sequence[MemberGroup], members_info: Sequence[dict[str, Any]] | None = None) -> None:
         if not groups:
@@ -348,8 +210,8 @@ class Ensemble:
 
     def place(self, devices: Sequence[torch.device | str]) -> "Ensemble":
         """The members sharded over ``devices``, one contiguous shard per device
-        (:class:`~ensemblekit.placement.PlacedEnsemble`; ``train.devices`` uses it)."""
-        from .placement import PlacedEnsemble
+        (:class:`~ensemblekit.ensemble.placement.PlacedEnsemble`; ``train.devices`` uses it)."""
+        from .placement import PlacedEnsemble  # a subclass of Ensemble: imported when used
 
         return PlacedEnsemble(self, devices)
 
@@ -363,7 +225,7 @@ class Ensemble:
         activations under :data:`INFERENCE_ACTIVATION_BYTES` for the device, so the peak
         memory of a 72-member ensemble is that of a few members; ``None`` runs all at once.
         """
-        from .evaluation.forward import predictive
+        from ..evaluation.forward import predictive
 
         return predictive(self, x, batch_size=batch_size, cpu=False, forward=lambda xb: self.logits(xb, member_chunk)).probs
 
@@ -437,7 +299,7 @@ class Ensemble:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
+            "format": ENSEMBLE_FORMAT,
             "groups": [
                 {"members": g.num_members, "spec": g.spec, "frozen": [k for k, v in g.params.items() if not v.requires_grad]}
                 for g in self.groups
@@ -445,24 +307,14 @@ class Ensemble:
             "members": self.members_info,
         }
 
-    def predict_uncertainty(self, x: Any, batch_size: int = 1024, members: bool = False) -> dict[str, Any]:
-        """Class, mean probabilities and per-example uncertainty (predictive and expected
-        entropy, mutual information, disagreement) as NumPy arrays: see
-        :func:`ensemblekit.evaluation.predict.predict_array`."""
-        from .evaluation.predict import predict_array
-
-        return predict_array(self, x, batch_size=batch_size, members=members)
-
-    def export(self, path: str, example: torch.Tensor | None = None, format: str = "export", members: bool = False) -> str:
-        """One graph that runs without ensemblekit (``torch.export``, TorchScript or ONNX):
-        see :func:`ensemblekit.export.export`."""
-        from .export import export
-
-        return export(self, path, example, format=format, members=members)
-
     def save(self, path: str) -> None:
         """Save weights (safetensors) and metadata (JSON inside the file), atomically."""
         save_tensors(path, self.state_tensors(), self.metadata())
+
+    def export_module(self, with_members: bool = False) -> nn.Module:
+        """The members as plain modules on CPU in eval mode (BatchNorm with its running
+        statistics), averaged: what :func:`ensemblekit.export.export` writes."""
+        return EnsembleModule([m.eval() for m in self.to("cpu").to_modules()], with_members=with_members).eval()
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy saved tensors into this ensemble's tensors in place (shapes must match)."""
@@ -498,23 +350,8 @@ class Ensemble:
                    factory: Callable[[], nn.Module] | Sequence[Callable[[], nn.Module]] | None = None,
                    device: str | torch.device = "cpu", trust_factory: bool = False) -> "Ensemble":
         """An ensemble from tensors and metadata already read from ``path`` (see :meth:`load`)."""
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or not isinstance(meta.get("groups"), list):
-            raise DataError(f"{path}: not an ensemblekit ensemble file")
-        groups = []
-        for gi, gmeta in enumerate(meta["groups"]):
-            if not isinstance(gmeta, dict) or not {"spec", "frozen", "members"} <= set(gmeta):
-                raise DataError(f"{path}: malformed metadata of group {gi} (expected spec, frozen, members)")
-            template = rebuild_template(path, gi, gmeta["spec"], factory[gi] if isinstance(factory, Sequence) else factory, trust_factory).to(device)
-            params, buffers = OrderedDict(), OrderedDict()
-            for kind, names, out in (("param", [k for k, _ in template.named_parameters()], params),
-                                     ("buffer", [k for k, _ in template.named_buffers()], buffers)):
-                for k in names:
-                    key = state_key(gi, kind, k)
-                    if key not in tensors:
-                        raise DataError(f"{path}: lacks tensor {key!r} of the model its metadata names")
-                    out[k] = tensors[key].requires_grad_(k not in gmeta["frozen"]) if kind == "param" else tensors[key]
-            groups.append(MemberGroup(template, params, buffers, gmeta["spec"]))
-        return cls(groups, meta.get("members"))
+        groups, members_info = saved_groups(path, tensors, meta, factory, device, trust_factory)
+        return cls(groups, members_info)
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{g.num_members} x {g.spec['name'] if g.spec and 'name' in g.spec else type(g.template).__name__}" for g in self.groups)
@@ -538,29 +375,6 @@ def _largest_output_bytes(group: MemberGroup, x1: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return max(largest)
-
-
-def rebuild_template(path: str, gi: int, spec: Any, factory: Callable[[], nn.Module] | None, trust: bool) -> nn.Module:
-    """The module a saved group is rebuilt on: registered specs from the registry, user ones by the caller."""
-    if spec is not None and not isinstance(spec, dict):
-        raise DataError(f"{path}: malformed model spec of group {gi}: {spec!r}")
-    if spec is not None and "factory" not in spec:
-        return model_factory(spec)()  # a registered model and registered wrappers: no foreign code
-    if factory is not None:
-        try:
-            module = factory()
-        except Exception as exc:  # the user's own code failed
-            raise ConfigError(f"{path}: the factory given for group {gi} raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(module, nn.Module):
-            raise ConfigError(f"factory returned {type(module).__name__}, not an nn.Module")
-        return module
-    if spec is None:
-        raise ConfigError(f"{path}: group {gi} was built by a Python callable; pass factory= (CLI: --factory pkg.mod:fn) to load it")
-    if not trust:
-        raise ConfigError(f"{path}: group {gi} was built by the user factory {spec['factory']!r}; loading would import and run it. "
-                          "Pass your own factory (Ensemble.load(path, factory=make_net), CLI --factory pkg.mod:make_net) "
-                          "or, if you trust the file, trust_factory=True (CLI --trust-factory)")
-    return model_factory(spec)()
 
 
 def _same_architecture(a: nn.Module, b: nn.Module) -> bool:

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.base import Classifier
-from .models.layers import DropPath
+from ..models.base import Classifier
+from ..models.layers import DropPath
 
 __all__ = ["StackedPlan", "compile_plan", "stacked_kernels_enabled"]
 
@@ -47,7 +47,7 @@ _BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
 def stacked_kernels_enabled() -> bool:
     """False when ``ENSEMBLEKIT_STACKED=0`` (forces the vmap path everywhere, e.g. to compare;
     ``loop`` and ``plan`` choose between a member loop and the plan, see
-    :func:`ensemblekit.ensemble.member_loop`)."""
+    :func:`ensemblekit.ensemble.group.member_loop`)."""
     return os.environ.get("ENSEMBLEKIT_STACKED", "1") != "0"
 
 
@@ -282,8 +282,8 @@ def _block_layout(module: nn.Module) -> tuple[list[tuple[str, str]], list[tuple[
     or ``relu``; the layouts mirror the blocks' ``forward`` methods in
     :mod:`ensemblekit.models.resnet` and :mod:`ensemblekit.models.wrn`.
     """
-    from .models.resnet import PreActBasic, PreActBottleneck
-    from .models.wrn import WideBasic
+    from ..models.resnet import PreActBasic, PreActBottleneck
+    from ..models.wrn import WideBasic
 
     kind = type(module)
     if kind is PreActBasic:

@@ -22,9 +22,10 @@ from typing import Any, Sequence
 
 import torch
 
-from .ensemble import Ensemble, MemberGroup, state_key
-from .errors import ConfigError
-from .serialization import copy_state_
+from ..errors import ConfigError
+from ..serialization import copy_state_
+from .container import Ensemble
+from .group import MemberGroup, state_key
 
 __all__ = ["PlacedEnsemble", "split_members"]
 
