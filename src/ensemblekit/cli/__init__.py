@@ -4,6 +4,8 @@ Every user error (bad config, bad data, a bad command-line option, a diverged ru
 full disk) prints one line and exits with code 2; nothing is trained or written before the
 config and the data have been validated. Ctrl-C says how to continue. Each group of commands
 lives in its own module and registers itself on the shared Typer ``app`` when imported below.
+
+May import: everything (it is the top); heavy modules are imported inside the commands.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Mode-connecting curves (Garipov et al. 2018; docs/methods.md, curve_ensemble): Bezier and polygonal-chain
-curves between two trained networks, evaluation along ``t``, and curve ensembles."""
+curves between two trained networks, evaluation along ``t``, and curve ensembles.
+
+May import: the base modules, ``data``, ``metrics``, ``training`` and ``ensemble``.
+"""
 
 from .endpoints import check_same_architecture, curve_from_ensembles, curve_from_files
 from .evaluate import CurveEvaluation, curve_ensemble, curve_points, evaluate_curve, summarize, t_grid, two_model_errors

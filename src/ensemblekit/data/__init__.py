@@ -1,4 +1,12 @@
-"""Datasets: registry, splits, validation and fast in-memory batching."""
+"""Data: the dataset registry, splits, validation and fast in-memory batching.
+
+Owns: :data:`DATASETS` (``mnist1d``, ``digits``, ``npz``, arrays and loaders: :mod:`.registry`),
+:class:`Data` / :class:`Split` and their digest (part of every cache key), index-slicing
+batches (:mod:`.batching`), training augmentations and test-time transforms (:mod:`.augment`),
+the corruption suite (:mod:`.shift`, :mod:`.corruptions`) and OOD sets (:mod:`.ood`).
+
+May import: the base modules (``errors``, ``registry``, ``hashing``, ``seeding``) only.
+"""
 
 from .augment import build_augment, build_tta, mixup
 from .batching import Batch, TensorBatcher

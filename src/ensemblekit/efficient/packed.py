@@ -12,7 +12,7 @@ ensemblekit's stacked members are exactly that packing: an :class:`~ensemblekit.
 of M such subnetworks runs each layer as one grouped convolution (``groups = M·gamma``) or
 one batched matrix product over the members (:mod:`ensemblekit.ensemble.stacked`), so a packed
 ensemble is the model wrapper ``packed: {alpha, members, gamma}`` (this module) on any
-registered model, trained as M stacked members. ``tests/test_efficient.py`` checks that
+registered model, trained as M stacked members. ``tests/efficient/test_efficient.py`` checks that
 the stacked layer equals one block-diagonal grouped layer, outputs and gradients.
 """
 

@@ -12,7 +12,7 @@ What the outside sees keeps the unplaced layout: :meth:`PlacedEnsemble.state_ten
 gathers the shards into the original groups' tensors (on the first device), so checkpoints,
 callbacks (FGE, SWA, SWAG collection, early stopping) and saved files are those of one
 device; :meth:`PlacedEnsemble.merged` gives back a plain :class:`Ensemble` after training.
-The same code runs with ``devices: [cpu, cpu]`` (``tests/test_precision.py`` checks that it
+The same code runs with ``devices: [cpu, cpu]`` (``tests/training/test_precision.py`` checks that it
 equals one device).
 """
 

@@ -12,7 +12,7 @@ exactly what the vmapped module computes, from the same stacked parameters and b
 the registered ``resnet`` (pre-activation basic and bottleneck blocks, projection
 shortcuts, stochastic depth) and ``wrn`` are compiled too: a block is a branch of
 sub-plans whose outputs are added. Anything else returns ``None`` and the ensemble keeps
-the vmap path. ``tests/test_stacked.py`` checks outputs, gradients and BatchNorm buffers
+the vmap path. ``tests/ensemble/test_stacked.py`` checks outputs, gradients and BatchNorm buffers
 against vmap for every supported layer and block.
 
 Activations travel in one of three layouts:

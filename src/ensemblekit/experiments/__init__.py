@@ -1,4 +1,12 @@
-"""Runs behind the CLI: one training run, and comparisons of methods x budgets x seeds."""
+"""Experiments: what the CLI runs, and the one results path.
+
+Owns: one training run (:mod:`.run`), the results row (:mod:`.results`), cached cells
+(:mod:`.cells`, :mod:`.units`: spec hash, data digest, code fingerprint, locks),
+``compare`` (methods x budgets x seeds), the family presets (:mod:`.presets`:
+``nes``, ``varhyper``, ``curve``), ``tune``, ``doctor`` and the backends (local, Ray).
+
+May import: everything below ``cli``.
+"""
 
 from .compare import run_compare
 from .run import run_training

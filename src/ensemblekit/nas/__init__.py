@@ -1,8 +1,11 @@
 """Neural architecture search: the DARTS space (1-D and 2-D), first-order DARTS, EdgeNES's
 hypernetwork over architectures, ensemble selection from a pool (docs/methods.md, edgenes).
 
-The search loops live in :mod:`ensemblekit.nas.search` (not imported here: it needs the
-training package, which imports the model registry, which imports this package)."""
+The search loops live in :mod:`ensemblekit.nas.search` (not imported here: importing the
+package for its search space should not load the training engine).
+
+May import: the base modules, ``data``, ``models``, ``training`` and ``ensemble``.
+"""
 
 from .genotype import DARTS_V2, Genotype, common_edges, derive_genotype, perturb_genotype, random_genotype
 from .hypernet import ArchHypernet

@@ -1,4 +1,11 @@
-"""Reports: PNG figures and Markdown tables of results."""
+"""Reports: Markdown tables, PNG figures and report.html, from results rows.
+
+Owns: tables (:mod:`.tables`, :mod:`.uncertainty_tables`), plots (:mod:`.plots`,
+:mod:`.uncertainty_plots`, :mod:`.pareto`, and the families' own figures), :mod:`.html`.
+
+May import: the base modules, ``data``, ``metrics``, ``evaluation`` and ``curves``; never
+``methods``, ``experiments`` or ``cli`` (a method's report hook calls into here, not back).
+"""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 
 
 # After loading, the page records how many of its images failed to decode (a headless browser
-# reads it back: tests/test_report_html.py).
+# reads it back: tests/report/test_report_html.py).
 _CHECK = ("<script>window.addEventListener('load', function () { var bad = 0; "
           "document.querySelectorAll('img').forEach(function (i) { if (!i.complete || i.naturalWidth === 0) bad++; }); "
           "document.body.setAttribute('data-images', document.images.length); "

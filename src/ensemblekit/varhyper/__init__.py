@@ -4,6 +4,8 @@ One training run of a hypernetwork G(lambda) gives a whole family of Bayesian ne
 of controlled complexity; any member can be taken out (:meth:`HyperModel.members`),
 pruned by ``mu^2 / sigma^2`` (:mod:`.prune`) and compared with separately trained
 variational and L2 nets (:mod:`.family`).
+
+May import: the base modules, ``data``, ``training`` and ``ensemble``.
 """
 
 from .bayes import SUPPORTED_LAYERS, kl_to_prior, sample_weights, variational_shapes, weight_names
