@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .data.registry import DATASETS
 from .errors import ConfigError
@@ -131,6 +131,7 @@ class MethodConfig(StrictModel):
     train: dict[str, Any] = Field(default_factory=dict)
     model: ModelConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    _hyperparameters: StrictModel | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -141,10 +142,26 @@ class MethodConfig(StrictModel):
     def _check(self) -> "MethodConfig":
         cls = METHODS.get(self.name)
         try:
-            cls.Params(**self.params)
+            self._hyperparameters = cls.Params(**self.params)
         except ValidationError as exc:
             raise ValueError(format_validation_error(exc, root=cls.Params)) from None
         return self
+
+    @property
+    def hyperparameters(self) -> StrictModel:
+        """The method's validated hyperparameters (its ``Params``), validated once, here."""
+        assert self._hyperparameters is not None
+        return self._hyperparameters
+
+    def train_config(self, shared: TrainConfig, where: str) -> TrainConfig:
+        """The training options this method runs with: ``shared``, then the method's own ``train``
+        (a ValueError naming ``where`` when the merge is invalid)."""
+        if not self.train:
+            return shared
+        try:
+            return TrainConfig(**{**shared.model_dump(exclude_unset=True), **self.train})
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, prefix=where, root=TrainConfig)) from None
 
     @property
     def display(self) -> str:
@@ -173,12 +190,7 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _merge(self) -> "RunConfig":
-        if self.method.train:
-            merged = {**self.train.model_dump(exclude_unset=True), **self.method.train}
-            try:
-                TrainConfig(**merged)
-            except ValidationError as exc:
-                raise ValueError(format_validation_error(exc, prefix="method.train", root=TrainConfig)) from None
+        self.method.train_config(self.train, "method.train")
         return self
 
 
@@ -219,13 +231,8 @@ class CompareConfig(StrictModel):
 
     @model_validator(mode="after")
     def _method_trains(self) -> "CompareConfig":
-        shared = self.train.model_dump(exclude_unset=True)
         for m in self.methods:
-            if m.train:
-                try:
-                    TrainConfig(**{**shared, **m.train})
-                except ValidationError as exc:
-                    raise ValueError(format_validation_error(exc, prefix=f"methods[{m.display}].train", root=TrainConfig)) from None
+            m.train_config(self.train, f"methods[{m.display}].train")
         return self
 
 

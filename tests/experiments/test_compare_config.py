@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from ensemblekit.config import CompareConfig, MethodConfig
 from ensemblekit.ensemble import Ensemble
+from ensemblekit.errors import ConfigError
 from ensemblekit.experiments.backends import LocalBackend
 from ensemblekit.experiments.compare import cell_specs, run_compare
 
@@ -39,3 +40,19 @@ def test_compare_trains_each_method_on_its_own_model(blobs, tmp_path):
         first = next(v for k, v in ens.groups[0].params.items() if k.endswith("weight"))
         widths[label] = first.shape[1]
     assert widths == {"shared": 16, "own": 8}
+
+
+def test_method_parameters_are_validated_once_by_the_config_and_again_only_when_changed():
+    from ensemblekit.config import MethodConfig
+    from ensemblekit.experiments.run import build_method
+
+    cfg = MethodConfig.model_validate({"name": "independent", "members": 3})
+    method = build_method(cfg, {"name": "mlp"}, {"epochs": 1}, seed=0)
+    method.validate()
+    assert method.params_ is cfg.hyperparameters  # the config's validated object, not a second validation
+    over = build_method(cfg, {"name": "mlp"}, {"epochs": 1}, seed=0, members=4)  # a budget's override: validated here
+    over.validate()
+    assert over.params_.members == 4 and over.params_ is not cfg.hyperparameters
+    method.params["members"] = 0  # changed after validation: checked again
+    with pytest.raises(ConfigError, match="members"):
+        method.validate()

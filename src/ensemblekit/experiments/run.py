@@ -25,7 +25,8 @@ def build_method(method: MethodConfig, model: Mapping[str, Any] | None, train: M
     then ``overrides`` (method hyperparameters or TrainConfig fields such as ``epochs``).
     ``model=None``: the method's own default (the architecture searches build their own networks)."""
     shape = {"model": dict(model)} if model is not None else {}
-    return create_method(method.name, **shape, seed=seed, train={**dict(train), **method.train}, **{**method.params, **overrides})
+    built = create_method(method.name, **shape, seed=seed, train={**dict(train), **method.train}, **{**method.params, **overrides})
+    return built if built.params != method.params else built.adopt(method.hyperparameters)  # validated once, by the config
 
 
 def default_run_name(cfg: RunConfig) -> str:

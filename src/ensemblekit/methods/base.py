@@ -162,12 +162,24 @@ class Method:
     def member_seeds(self, n: int, label: str = "member") -> list[int]:
         return [derive_seed(self.seed, label, i) for i in range(n)]
 
+    def adopt(self, params: StrictModel) -> "Method":
+        """Take hyperparameters a config has already validated from this method's ``params`` (an
+        instance of ``Params``: :attr:`ensemblekit.config.MethodConfig.hyperparameters`) instead
+        of validating them again."""
+        if not isinstance(params, self.Params):
+            raise ConfigError(f"{self.name}: adopt() takes this method's {self.Params.__name__}, got {type(params).__name__}")
+        self.params_, self._validated_params = params, dict(self.params)
+        return self
+
     def validate(self) -> None:
-        """Check hyperparameters and training options (called by :meth:`fit`)."""
-        try:
-            self.params_ = self.Params(**self.params)
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, prefix=self.name, root=self.Params)) from None
+        """Check hyperparameters and training options (called by :meth:`fit`); hyperparameters
+        that were validated (or adopted) and not changed since are not validated again."""
+        if getattr(self, "_validated_params", None) != self.params:
+            try:
+                self.params_ = self.Params(**self.params)
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc, prefix=self.name, root=self.Params)) from None
+            self._validated_params = dict(self.params)
         try:
             self.train_config_ = TrainConfig(**self.train)
         except ValidationError as exc:
