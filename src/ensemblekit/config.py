@@ -25,7 +25,7 @@ __all__ = [
     "load_yaml", "parse_yaml", "factory_paths", "set_paths", "apply_overrides", "parse_config", "load_config",
 ]
 
-_NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes")
+_NPZ_OPTIONS = ("val_fraction", "test_fraction", "seed", "num_classes", "task")
 
 
 def _shorthand(v: Any, keep: tuple[str, ...], into: str) -> Any:

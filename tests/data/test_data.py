@@ -54,7 +54,7 @@ def test_from_arrays_infers_classes_and_shapes():
         ({"x": np.zeros((10, 3)), "y": -(np.arange(10) % 2)}, "labels must be in"),
         ({"x": np.full((10, 3), np.nan), "y": np.arange(10) % 2}, "NaN or infinite"),
         ({"x": np.zeros((0, 3)), "y": np.zeros(0)}, "empty"),
-        ({"x": np.zeros((10, 3)), "y": np.arange(10) + 0.5}, "integer class indices"),
+        ({"x": np.zeros((10, 3)), "y": np.arange(10) + 0.5, "task": "classification"}, "integer class indices"),
         ({"x": np.zeros((10, 3)), "y": np.arange(10) % 2, "x_test": np.zeros((4, 2)), "y_test": np.zeros(4)}, r"shape \(2,\), expected \(3,\)"),
     ],
 )

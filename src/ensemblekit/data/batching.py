@@ -27,18 +27,21 @@ class Batch:
 
     Attributes:
         x: ``(B, *input_shape)`` when members share the batch, else ``(M, B, *input_shape)``.
-        y: ``(B,)`` or ``(M, B)`` labels.
-        idx: indices of the examples in the training split (same shape as ``y``), or
+        y: ``(B, *target_shape)`` or ``(M, B, *target_shape)`` targets: class indices
+            (``target_shape`` is ``()``), or regression targets (``()`` or ``(D,)``).
+        idx: indices of the examples in the training split (``(B,)`` or ``(M, B)``), or
             ``None`` for a DataLoader; methods use it to look up per-example state.
+        target_dims: ``len(target_shape)``: 1 for regression targets ``(N, D)``, else 0.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     idx: torch.Tensor | None
+    target_dims: int = 0
 
     @property
     def per_member(self) -> bool:
-        return self.y.dim() == 2
+        return self.y.dim() - self.target_dims == 2
 
 
 def steps_per_epoch(split, batch_size: int, drop_last: bool = False) -> int:  # noqa: ANN001
@@ -91,6 +94,7 @@ class TensorBatcher:
         self.x = x.to(device) if device is not None else x
         self.y = y.to(device) if device is not None else y
         self.n = int(x.shape[0])
+        self._target_dims = int(y.dim()) - 1  # (N, D) regression targets: one trailing target axis
         self.batch_size = min(int(batch_size), self.n)
         self.members = int(members)
         self.order = order
@@ -123,21 +127,25 @@ class TensorBatcher:
         for step in range(start_step, self.steps_per_epoch):
             lo = step * self.batch_size
             idx = order[..., lo : lo + self.batch_size]
-            yield Batch(self.x[idx], self.y[idx], idx)
+            yield Batch(self.x[idx], self.y[idx], idx, self._target_dims)
 
 
 class LoaderBatcher:
     """Batches from a user's DataLoader; every member sees the same batch.
 
     The loader's own shuffling decides the order, so a resumed run matches an
-    uninterrupted one only if the loader is deterministic per epoch.
+    uninterrupted one only if the loader is deterministic per epoch. Targets become int64
+    class indices, or float32 when ``task`` is ``"regression"``.
     """
 
     order = "shared"
 
-    def __init__(self, loader: DataLoader, *, device: torch.device | str | None = None) -> None:
+    def __init__(self, loader: DataLoader, *, device: torch.device | str | None = None, task: str = "classification") -> None:
+        if task not in ("classification", "regression"):
+            raise ConfigError(f"task must be classification or regression, got {task!r}")
         self.loader = loader
         self.device = device
+        self.task = task
 
     @property
     def steps_per_epoch(self) -> int:
@@ -147,7 +155,8 @@ class LoaderBatcher:
         for step, (xb, yb) in enumerate(self.loader):
             if step < start_step:
                 continue
-            xb, yb = torch.as_tensor(xb).float(), torch.as_tensor(yb).long()
+            yb = torch.as_tensor(yb)
+            xb, yb = torch.as_tensor(xb).float(), (yb.float() if self.task == "regression" else yb.long())
             if self.device is not None:
                 xb, yb = xb.to(self.device), yb.to(self.device)
-            yield Batch(xb, yb, None)
+            yield Batch(xb, yb, None, max(0, yb.dim() - 1) if self.task == "regression" else 0)

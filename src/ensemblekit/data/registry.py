@@ -1,4 +1,5 @@
-"""Dataset registry: ``mnist1d`` and ``digits`` built in, ``.npz`` files and DataLoaders for the user's own data."""
+"""Dataset registry: ``mnist1d`` and ``digits`` built in (regression sets in :mod:`.regression`),
+``.npz`` files and DataLoaders for the user's own data."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .dataset import Data, Split, from_arrays, validate_data
 
 __all__ = ["DATASETS", "register_dataset", "load_dataset", "list_datasets", "load_npz", "from_loaders"]
 
-DATASETS: Registry[Callable[..., Data]] = Registry("dataset")
+DATASETS: Registry[Callable[..., Data]] = Registry("dataset", discover=("ensemblekit.data",))  # data/regression.py registers more
 
 
 def register_dataset(name: str) -> Callable[[Callable[..., Data]], Callable[..., Data]]:
@@ -32,7 +33,7 @@ def load_dataset(name: str, **kwargs: Any) -> Data:
     """Load a registered dataset by name.
 
     Args:
-        name: ``mnist1d`` or ``digits`` (``ensemblekit list`` shows all).
+        name: ``mnist1d``, ``digits``, ``diabetes``, ``toy_cubic``, ... (``ensemblekit list`` shows all).
         **kwargs: the dataset's options, e.g. ``num_samples=10000``, ``val_fraction=0.1``, ``seed=0``.
 
     Raises:
@@ -135,13 +136,17 @@ def digits(test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0)
     )
 
 
-def load_npz(path: str | os.PathLike[str], *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, num_classes: int | None = None) -> Data:
+def load_npz(path: str | os.PathLike[str], *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, num_classes: int | None = None,
+             task: str | None = None) -> Data:
     """Load the user's data from an ``.npz`` file with arrays ``x``, ``y`` and optional ``x_test``, ``y_test``, ``x_val``, ``y_val``.
 
-    Never unpickles (``allow_pickle=False``): object arrays are refused.
+    Never unpickles (``allow_pickle=False``): object arrays are refused. ``task`` is
+    ``"classification"``, ``"regression"`` (float targets ``(N,)`` or ``(N, D)``) or ``None``:
+    inferred from ``y`` as :func:`~ensemblekit.data.dataset.from_arrays` does.
 
     Raises:
-        DataError: missing file or keys, object arrays, or data failing validation.
+        ConfigError: an unknown task, or ``num_classes`` for regression.
+        DataError: missing file or keys, object arrays, an ambiguous task, or data failing validation.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -166,24 +171,32 @@ def load_npz(path: str | os.PathLike[str], *, val_fraction: float = 0.1, test_fr
     return from_arrays(
         arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
         x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
-        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, num_classes=num_classes,
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, num_classes=num_classes, task=task,
         name=os.path.splitext(os.path.basename(path))[0], info={"npz": os.path.abspath(path)},
     )
 
 
-def from_loaders(train: DataLoader, test: DataLoader, val: DataLoader | None = None, *, num_classes: int, name: str = "loaders",
-                 key: str | None = None) -> Data:
+def from_loaders(train: DataLoader, test: DataLoader, val: DataLoader | None = None, *, num_classes: int | None = None,
+                 name: str = "loaders", key: str | None = None, task: str = "classification") -> Data:
     """Wrap the user's DataLoaders (data that does not fit in memory).
 
     Members then share each batch (no per-member data order); the first batch of
     every loader is validated. ``key`` names the data for cached results (a compare's
     cells): loaders over a ``TensorDataset`` are hashed by their tensors, any other loader
     only by this name (:meth:`Data.digest` refuses to cache it without one).
+
+    ``num_classes`` is required for classification; for ``task="regression"`` it is left out
+    and the target shape is read from the first batch (``(B,)`` or ``(B, D)``).
     """
-    xb, _ = next(iter(train))
+    if task == "classification" and num_classes is None:
+        raise ConfigError("from_loaders needs num_classes for classification data")
+    if task == "regression" and num_classes is not None:
+        raise ConfigError(f"num_classes is not meaningful for regression data (num_outputs is D), got num_classes={num_classes}")
+    xb, yb = next(iter(train))
     data = Data(
         train=Split(loader=train), test=Split(loader=test), val=Split(loader=val) if val is not None else None,
-        num_classes=int(num_classes), input_shape=tuple(int(s) for s in torch.as_tensor(xb).shape[1:]), name=name, key=key,
+        num_classes=int(num_classes or 0), input_shape=tuple(int(s) for s in torch.as_tensor(xb).shape[1:]), name=name, key=key,
+        task=task, target_shape=tuple(int(s) for s in torch.as_tensor(yb).shape[1:]) if task == "regression" else (),
     )
     return validate_data(data)
 

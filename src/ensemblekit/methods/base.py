@@ -120,6 +120,7 @@ class Method:
     name: ClassVar[str] = "method"
     Params: ClassVar[type[StrictModel]] = StrictModel
     uses_model: ClassVar[bool] = True  # False: the method builds its own networks (the architecture searches)
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the data tasks (Data.task) the method trains on
 
     def __init__(self, model: Any = "cnn1d", *, seed: int = 0, train: TrainConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.model = model
@@ -204,6 +205,10 @@ class Method:
         from ..training.probe import probe_training
 
         self.validate()
+        if data.task not in self.tasks:
+            raise ConfigError(f"{self.name} trains on {' and '.join(self.tasks)} data, and this data is {data.task} "
+                              f"({'float targets' if data.is_regression else 'class labels'}); regression training is not "
+                              "available yet (set data.task: classification if the targets are class indices)")
         factory = model_factory(self._model(), input_shape=data.input_shape, num_classes=data.num_classes)
         check_model_fits(factory, data)
         probe_training(self.train_config_, data, steps_per_epoch(data.train, self.train_config_.batch_size))
