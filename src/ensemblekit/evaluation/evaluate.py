@@ -22,8 +22,10 @@ from .run import evaluate_uncertainty
 __all__ = ["Evaluated", "evaluate", "evaluate_predictor"]
 
 
-def evaluate(pred: Any, split: Split, n_bins: int = 15, batch_size: int = 1024, tta: Sequence[Transform] | None = None) -> dict[str, Any]:
-    """Accuracy, error %, NLL, Brier, ECE of the ensemble and of each member, diversity and the size curve.
+def evaluate(pred: Any, split: Split, n_bins: int = 15, batch_size: int = 1024, tta: Sequence[Transform] | None = None,
+             task: str = "classification") -> dict[str, Any]:
+    """Accuracy, error %, NLL, Brier, ECE of the ensemble and of each member, diversity and the size curve
+    (for regression: RMSE, MAE, R², mixture NLL, CRPS, interval coverage and width, quantile calibration).
 
     Args:
         pred: a predictor (an :class:`~ensemblekit.ensemble.Ensemble`, any method's ``ensemble_``).
@@ -31,12 +33,20 @@ def evaluate(pred: Any, split: Split, n_bins: int = 15, batch_size: int = 1024, 
         n_bins: ECE bins (default 15).
         tta: deterministic transforms whose predictions are averaged (see
             :func:`ensemblekit.data.augment.build_tta`); ``None``: the plain input.
+        task: ``classification`` or ``regression`` (a learned-variance head's outputs, the
+            targets in the same units as the predictions).
 
     Returns:
-        A JSON-able dict (see :func:`~ensemblekit.metrics.summary.evaluate_probs`).
+        A JSON-able dict (see :func:`~ensemblekit.metrics.summary.evaluate_probs`, for regression
+        :func:`~ensemblekit.metrics.regression_summary.evaluate_gaussian`).
     """
-    pd = predictive(pred, split, tta, batch_size)
-    return evaluate_probs(pd.probs, split.tensors()[1].cpu(), n_bins=n_bins)
+    pd = predictive(pred, split, tta, batch_size, task=task)
+    y = split.tensors()[1].cpu()
+    if task == "regression":
+        from ..metrics.regression_summary import evaluate_gaussian
+
+        return evaluate_gaussian(pd, y)
+    return evaluate_probs(pd.probs, y, n_bins=n_bins)
 
 
 class Evaluated(NamedTuple):

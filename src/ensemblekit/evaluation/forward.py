@@ -20,8 +20,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..data.dataset import Split
-from ..errors import DataError
-from ..metrics.predictive import Categorical
+from ..errors import ConfigError, DataError
+from ..metrics.head_outputs import gaussian_from_outputs
+from ..metrics.predictive import Categorical, Gaussian
 
 __all__ = ["Transform", "member_logits", "predictive"]
 
@@ -54,7 +55,8 @@ def member_logits(pred: Any, x: torch.Tensor | Split, batch_size: int = 1024,
 
 
 def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | None = None, batch_size: int = 1024, *,
-               cpu: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Categorical:
+               cpu: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               task: str = "classification", min_var: float = 1e-6) -> Categorical | Gaussian:
     """The members' predictive distributions on ``x``: one pass per test-time transform.
 
     Args:
@@ -65,20 +67,29 @@ def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | No
         batch_size: examples per forward pass.
         cpu: return CPU tensors (``False``: where the predictor computed them).
         forward: the inference forward instead of ``pred.logits`` (e.g. a fixed member chunk).
+        task: ``classification`` (the outputs are logits) or ``regression`` (the outputs are a
+            learned-variance head's ``(M, N, 2*D)``: :mod:`ensemblekit.metrics.head_outputs`).
+        min_var: the regression head's variance floor.
 
     Returns:
-        A :class:`~ensemblekit.metrics.predictive.Categorical` (probabilities and logits ``(M, N, C)``).
+        A :class:`~ensemblekit.metrics.predictive.Categorical` (probabilities and logits ``(M, N, C)``)
+        or, for regression, a :class:`~ensemblekit.metrics.predictive.Gaussian` (members' means and
+        variances; test-time transforms average each).
 
     Example:
         >>> pd = predictive(method.ensemble_, data.test)
         >>> pd.probs.shape                      # (M, N, C)
     """
-    def one(inputs: torch.Tensor | Split) -> Categorical:
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"task must be classification or regression, got {task!r}")
+    kind = Gaussian if task == "regression" else Categorical
+
+    def one(inputs: torch.Tensor | Split) -> Categorical | Gaussian:
         z = member_logits(pred, inputs, batch_size, forward)
         z = z.cpu() if cpu else z
-        return Categorical(z.softmax(-1), z)
+        return gaussian_from_outputs(z, min_var) if task == "regression" else Categorical(z.softmax(-1), z)
 
     if not tta:
         return one(x)
     xs = x.tensors()[0] if isinstance(x, Split) else x
-    return Categorical.mean_of([one(t(xs)) for t in tta])
+    return kind.mean_of([one(t(xs)) for t in tta])  # type: ignore[arg-type]

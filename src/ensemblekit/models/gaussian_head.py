@@ -29,10 +29,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from ..metrics.head_outputs import split_gaussian, split_mean
 from .registry import register_wrapper
 
 __all__ = ["VARIANCE_MODES", "check_gaussian", "apply_gaussian", "final_linear", "split_gaussian", "split_mean"]
@@ -174,57 +174,3 @@ def apply_gaussian(model: nn.Module, value: Any = True) -> nn.Module:
     if hasattr(model, "num_classes") and getattr(model, "head", None) is new:
         model.num_classes = width
     return model
-
-
-def _check_min_var(min_var: Any) -> float:
-    if isinstance(min_var, bool) or not isinstance(min_var, (int, float)) or not min_var >= 0:
-        raise ConfigError(f"min_var must be a number >= 0 (the variance floor), got {min_var!r}")
-    return float(min_var)
-
-
-def split_gaussian(out: torch.Tensor, min_var: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means and variances from a learned-variance head's raw outputs.
-
-    ``mean = out[..., :D]``, ``var = softplus(out[..., D:]) + min_var``.
-
-    Args:
-        out: raw outputs ``(..., 2*D)``: ``(B, 2*D)`` from one member, ``(M, B, 2*D)`` from
-            a stacked ensemble.
-        min_var: the variance floor (default 1e-6, >= 0): every variance is > ``min_var``
-            (>= for an output so negative that softplus underflows to 0).
-
-    Returns:
-        ``(mean, var)``, each ``(..., D)``; for D = 1 the last axis is squeezed, so one
-        target gives ``(B,)`` (``(M, B)`` stacked), the layout of
-        :class:`~ensemblekit.metrics.predictive.Gaussian` for one target.
-
-    Raises:
-        DataError: ``out`` has no last axis or an odd one.
-        ConfigError: ``min_var`` < 0.
-
-    Example:
-        >>> mean, var = split_gaussian(torch.zeros(3, 2))
-        >>> mean.shape, var[0].item()   # (torch.Size([3]), log(2) + 1e-6)
-    """
-    min_var = _check_min_var(min_var)
-    if out.dim() < 1 or out.shape[-1] % 2 or out.shape[-1] == 0:
-        raise DataError(f"a gaussian head's outputs must have an even last axis 2*D (means, then raw variances), "
-                        f"got shape {tuple(out.shape)}")
-    d = out.shape[-1] // 2
-    mean, raw = out[..., :d], out[..., d:]
-    var = F.softplus(raw) + min_var
-    if d == 1:
-        return mean.squeeze(-1), var.squeeze(-1)
-    return mean, var
-
-
-def split_mean(out: torch.Tensor) -> torch.Tensor:
-    """The means of a ``variance: none`` head: ``out`` ``(..., D)``, squeezed to ``(...)`` for D = 1.
-
-    Example:
-        >>> split_mean(torch.zeros(4, 1)).shape
-        torch.Size([4])
-    """
-    if out.dim() < 1 or out.shape[-1] == 0:
-        raise DataError(f"a mean head's outputs must have a last axis D >= 1, got shape {tuple(out.shape)}")
-    return out.squeeze(-1) if out.shape[-1] == 1 else out
