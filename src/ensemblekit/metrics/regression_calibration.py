@@ -129,8 +129,8 @@ def fit_variance_scale(val: Any, y_val: Any, bounds: tuple[float, float] = (1e-4
     """The factor ``c`` on every variance (``var -> c var``) that minimises the validation mixture NLL.
 
     Regression's temperature scaling (Guo et al. 2017's one-scalar recalibration, applied to
-    the variances; Kuleshov et al. 2018): one scalar, fit on a held-out split. The NLL as a function of ``log c`` is evaluated on an 81-point grid over
-    ``bounds``; between the grid neighbours of the best point the root of its derivative
+    the variances; Kuleshov et al. 2018): one scalar, fit on a held-out split. The NLL as a
+    function of ``log c`` is evaluated on an 81-point grid over ``bounds``; between the grid neighbours of the best point the root of its derivative
     (``0.5 mean_n sum_m r_mn (D - z²_mn / c)``, r the members' responsibilities) is found by
     bisection, to round-off (golden section on the NLL if the derivative's signs there do
     not bracket a root). Each evaluation is O(M N D) from precomputed squared z-scores. With one member the optimum is ``mean (y - mu)^2 / var`` (the mean squared
