@@ -103,3 +103,15 @@ def test_trainer_pieces_on_hand_values(blobs):
     assert stage_loss(ens, "train", None, None, default) is default
     with pytest.raises(ConfigError, match="train: give loss_fn or loss_for, not both"):
         stage_loss(ens, "train", default, lambda m: default, default)
+
+
+@pytest.mark.parametrize("name, kwargs, first_epoch", [
+    ("fge", {"cycle_epochs": 4}, "14"), ("swa", {}, "12.67"), ("swag", {}, "12.67"), ("snapshot", {"cycles": 2}, "10"),
+])
+def test_early_stopping_before_the_first_collection_point_is_one_clear_line(blobs, name, kwargs, first_epoch):
+    method = ek.create_method(name, model={"name": "mlp", "kwargs": {"hidden": [16]}}, epochs=20, progress=False,
+                              early_stopping={"patience": 1, "min_delta": 10.0}, **kwargs)  # no epoch can improve by 10
+    with pytest.raises(ConfigError, match=rf"^{name}: early stopping ended the run after 2 epoch\(s\), before its first "
+                                          rf"collection point \(epoch {first_epoch}\), so nothing was collected") as info:
+        method.fit(blobs)
+    assert "\n" not in str(info.value)

@@ -35,6 +35,11 @@ class Collector(Callback):
         self.steps: list[int] = []
         self.epochs: list[float] = []
 
+    @property
+    def count(self) -> int:
+        """How many collection points have been reached (snapshots taken)."""
+        return len(self.steps)
+
     def on_step_end(self, trainer: Any, step: int, batch: Any) -> None:
         if self.when(step):
             self.snapshots.append({k: v.detach().clone() for k, v in trainer.ensemble.state_tensors().items()})

@@ -69,8 +69,6 @@ class Snapshot(TrajectoryMethod):
         return Collector(points)
 
     def finish(self, trained: Ensemble, collector: Collector, data: Data) -> Ensemble:
-        if not collector.snapshots:  # early stopping ended the run before the first cycle did
-            raise ConfigError(f"snapshot: no cycle ended within {self.train_config_.epochs} epochs; shorten cycle_epochs")
         return last_members(collector.ensemble(trained), self.params_.keep)
 
     def report(self, run: RunDir, data: Data) -> None:

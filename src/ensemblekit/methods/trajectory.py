@@ -256,4 +256,11 @@ class TrajectoryMethod(Method):
         ensemble, warm = self.start(factory)
         collector = self.collector(policy.points)
         trained = self._train_stage(ensemble, data, run, self.stage, schedule=policy.lr, callbacks=[collector], warm_start=warm)
+        if collector.count == 0:  # the schedule was checked to reach one: early stopping ended the run first
+            spe = steps_per_epoch(data.train, self.train_config_.batch_size)
+            first = policy.points.steps(self.train_config_.epochs * spe)[:1]
+            at = f" (epoch {first[0] / spe:.4g})" if first else ""
+            raise ConfigError(f"{self.name}: early stopping ended the run after {len(self.history_)} epoch(s), before its first "
+                              f"collection point{at}, so nothing was collected; raise "
+                              "train.early_stopping.patience or drop early stopping")
         self.ensemble_ = self.finish(trained, collector, data)
