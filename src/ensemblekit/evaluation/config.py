@@ -10,6 +10,10 @@ evaluation:
   scores: [msp, entropy, mi, energy, max_logit]   # the uncertainty scores of OOD detection and selective prediction
 ```
 
+Regression data reads the same block (``evaluation/regression_run.py``): Gaussian scores (``std``,
+``epistemic_std``, ...), the tabular corruptions of ``data/tabular_shift.py`` and the OOD set
+``extrapolation`` are accepted here and refused for classification by ``check_evaluation``.
+
 Held-out classes change the training data (the classes are removed from every split and the
 rest relabelled): they are part of what a run trains on, the rest of the block is not (a
 finished run is re-evaluated, not retrained, when only the rest changes).
@@ -46,9 +50,10 @@ class ShiftConfig(StrictModel):
         if not v:
             raise ValueError("corruptions must name at least one corruption (omit it for the default suite)")
         from ..data.shift import CORRUPTIONS
+        from ..data.tabular_shift import TABULAR_SUITE
 
         for name in v:
-            if name != MNIST1D_GENERATOR:
+            if name != MNIST1D_GENERATOR and name not in TABULAR_SUITE:  # the tabular suite: regression's (F,) inputs
                 CORRUPTIONS.get(name)  # an unknown name lists the valid ones
         if len(set(v)) != len(v):
             raise ValueError(f"corruptions repeat a name: {v}")
@@ -109,11 +114,13 @@ class EvaluationConfig(StrictModel):
     @classmethod
     def _ood(cls, v: list[Any]) -> list[Any]:
         from ..data.ood import OOD_SETS, ood_name
+        from ..data.tabular_shift import EXTRAPOLATION
 
         out: list[Any] = []
         for spec in v:
             if isinstance(spec, str):
-                OOD_SETS.get(spec)
+                if spec.lower() != EXTRAPOLATION:  # regression only: the test examples beyond the training range
+                    OOD_SETS.get(spec)
                 out.append(spec.lower())
                 continue
             if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in ("held_out_classes", "npz"):
@@ -140,10 +147,12 @@ class EvaluationConfig(StrictModel):
     @classmethod
     def _scores(cls, v: list[str]) -> list[str]:
         from ..metrics.ood import SCORES
+        from ..metrics.predictive import GAUSSIAN_SCORES
 
-        bad = [s for s in v if s not in SCORES]
+        valid = SCORES + GAUSSIAN_SCORES  # classification's, then regression's (each task refuses the other's)
+        bad = [s for s in v if s not in valid]
         if bad:
-            raise ValueError(f"unknown uncertainty score(s) {bad}; valid: {', '.join(SCORES)}")
+            raise ValueError(f"unknown uncertainty score(s) {bad}; valid: {', '.join(valid)}")
         if len(set(v)) != len(v):
             raise ValueError(f"scores repeat: {v}")
         return v

@@ -16,11 +16,11 @@ import torch
 
 from ..data.dataset import Data
 from ..errors import ConfigError
-from ..metrics.predictive import Categorical
+from ..metrics.predictive import Categorical, Gaussian
 from .config import MNIST1D_GENERATOR, EvaluationConfig, as_evaluation, evaluation_hash
 from .forward import Transform, predictive
 
-__all__ = ["EVALUATION_FORMAT", "prepare_data", "check_evaluation", "resolve_corruptions", "evaluate_uncertainty"]
+__all__ = ["EVALUATION_FORMAT", "thin_curve", "score_histogram", "prepare_data", "check_evaluation", "resolve_corruptions", "evaluate_uncertainty"]
 
 EVALUATION_FORMAT = "ensemblekit.evaluation/1"
 
@@ -57,8 +57,22 @@ def check_evaluation(evaluation: Any, data: Data) -> EvaluationConfig:
             the data was not prepared with. DataError: an OOD ``.npz`` that does not fit the inputs.
     """
     cfg = as_evaluation(evaluation)
+    if getattr(data, "task", "classification") == "regression":
+        from .regression_run import check_regression_evaluation
+
+        return check_regression_evaluation(cfg, data)
     from ..data.ood import load_ood_npz
     from ..data.shift import corruptions_for
+    from ..data.tabular_shift import EXTRAPOLATION
+    from ..metrics.ood import SCORES
+
+    gaussian = [s for s in cfg.scores if s not in SCORES]
+    if gaussian:
+        raise ConfigError(f"evaluation.scores: {gaussian} score a Gaussian predictive (regression); a classifier's scores are "
+                          f"{', '.join(SCORES)}")
+    if EXTRAPOLATION in cfg.ood:
+        raise ConfigError(f"evaluation.ood: {EXTRAPOLATION} (test examples beyond a feature's training range) is evaluated for "
+                          "regression data only")
 
     allowed = set(corruptions_for(data.input_shape))
     for name in resolve_corruptions(cfg, data):
@@ -118,7 +132,8 @@ def _calibration(cfg: EvaluationConfig, val: Categorical, y_val: torch.Tensor, t
     return out, pooled
 
 
-def _thin(values: torch.Tensor, points: int = 101) -> list[float]:
+def thin_curve(values: torch.Tensor, points: int = 101) -> list[float]:
+    """At most ``points`` evenly spaced values of a curve, its ends included (curves stored in a row)."""
     idx = torch.linspace(0, values.numel() - 1, min(points, values.numel())).round().long()
     return values[idx].tolist()
 
@@ -130,11 +145,12 @@ def _selective(scores: Mapping[str, torch.Tensor], correct: torch.Tensor) -> dic
     for name, s in scores.items():
         out["scores"][name] = selective_summary(-s, correct)  # confidence = minus the uncertainty
         rc = risk_coverage(-s, correct)
-        out["curves"][name] = {"coverage": _thin(rc["coverage"]), "risk": _thin(rc["risk"])}
+        out["curves"][name] = {"coverage": thin_curve(rc["coverage"]), "risk": thin_curve(rc["risk"])}
     return out
 
 
-def _histogram(a: torch.Tensor, b: torch.Tensor, bins: int = 30) -> dict[str, list]:
+def score_histogram(a: torch.Tensor, b: torch.Tensor, bins: int = 30) -> dict[str, list]:
+    """Histograms of in- and out-of-distribution scores over one shared set of ``bins`` edges."""
     lo, hi = float(torch.minimum(a.min(), b.min())), float(torch.maximum(a.max(), b.max()))
     if hi <= lo:
         hi = lo + 1e-6
@@ -154,7 +170,7 @@ def _ood(cfg: EvaluationConfig, pred: Any, data: Data, tta: Sequence[Transform] 
         out[ood_name(spec)] = {
             "size": int(x.shape[0]), "in_size": int(next(iter(test_scores.values())).numel()),
             "scores": {k: detection_metrics(test_scores[k], scores[k]) for k in cfg.scores},
-            "histograms": {k: _histogram(test_scores[k], scores[k]) for k in cfg.scores},
+            "histograms": {k: score_histogram(test_scores[k], scores[k]) for k in cfg.scores},
         }
     return out
 
@@ -222,8 +238,12 @@ def _conformal(cfg: EvaluationConfig, val_probs: torch.Tensor, y_val: torch.Tens
 # --------------------------------------------------------------------------- entry point
 
 def evaluate_uncertainty(pred: Any, data: Data, evaluation: Any = None, *, tta: Sequence[Transform] | None = None,
-                         test: Categorical | None = None, val: Categorical | None = None) -> dict[str, Any]:
+                         test: Categorical | Gaussian | None = None, val: Categorical | Gaussian | None = None) -> dict[str, Any]:
     """Calibration, selective prediction, OOD detection, shift and conformal sets of ``pred`` on ``data``.
+
+    A regression predictor (its ``readout`` a regression head, ``test`` a Gaussian, or regression
+    ``data``) is evaluated by :func:`~ensemblekit.evaluation.regression_run.evaluate_regression_uncertainty`
+    (the same schema; docs/evaluation.md, "Regression").
 
     Args:
         pred: a predictor (``Ensemble``, ``SharedEnsemble``, ``MCDropout``...): logits ``(M, B, C)`` when called.
@@ -243,6 +263,11 @@ def evaluate_uncertainty(pred: Any, data: Data, evaluation: Any = None, *, tta: 
         >>> res = evaluate_uncertainty(method.ensemble_, data, {"ood": ["noise"], "shift": True})
         >>> res["ood"]["noise"]["scores"]["mi"]["auroc"], res["shift"]["mean"]["accuracy"]
     """
+    readout = getattr(pred, "readout", None)
+    if getattr(readout, "is_regression", False) or isinstance(test, Gaussian) or getattr(data, "task", None) == "regression":
+        from .regression_run import evaluate_regression_uncertainty  # the Gaussian predictive's evaluation
+
+        return evaluate_regression_uncertainty(pred, data, evaluation, tta=tta, test=test, val=val)  # type: ignore[arg-type]
     cfg = check_evaluation(evaluation, data)
     test = test if test is not None else predictive(pred, data.test, tta)
     y = data.test.tensors()[1].cpu()
