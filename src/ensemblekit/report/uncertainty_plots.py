@@ -15,7 +15,7 @@ import numpy as np
 
 from .plots import new_figure, save_figure
 
-__all__ = ["run_plots", "ood_histograms", "risk_coverage_plot", "shift_lines", "shift_boxplot", "ood_auroc_plot", "conformal_plot"]
+__all__ = ["run_plots", "ood_histograms", "rows_at_budget", "series_color", "risk_coverage_plot", "shift_lines", "shift_boxplot", "ood_auroc_plot", "conformal_plot"]
 
 _SCORE_LABELS = {"msp": "- max prob (MSP)", "entropy": "entropy", "mi": "mutual information", "energy": "energy", "max_logit": "- max logit"}
 
@@ -92,12 +92,12 @@ def shift_lines(shift: Mapping[str, Any], path: str | Path, title: str = "") -> 
     return save_figure(fig, path)
 
 
-def _at_budget(rows: Sequence[Mapping[str, Any]], method: str, budget: int, part: str) -> list[Mapping[str, Any]]:
+def rows_at_budget(rows: Sequence[Mapping[str, Any]], method: str, budget: int, part: str) -> list[Mapping[str, Any]]:
     return [r["evaluation"][part] for r in rows if r["method"] == method and int(r["budget"]) == budget
             and (r.get("evaluation") or {}).get(part)]
 
 
-def _color(k: int, n: int) -> Any:
+def series_color(k: int, n: int) -> Any:
     """Distinct colours for up to 20 methods (the default cycle repeats after 10)."""
     if n <= 10:
         return f"C{k}"
@@ -112,7 +112,7 @@ def shift_boxplot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], bud
     data: dict[str, dict[int, dict[str, list[float]]]] = {}
     severities: list[int] = []
     for m in methods:
-        shifts = _at_budget(rows, m, budget, "shift")
+        shifts = rows_at_budget(rows, m, budget, "shift")
         if not shifts:
             continue
         severities = [0, *shifts[0]["by_severity"]["severity"]]
@@ -133,7 +133,7 @@ def shift_boxplot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], bud
         for k, (m, per) in enumerate(data.items()):
             pos = [i - 0.4 + width * (k + 0.5) for i in range(len(severities))]
             bp = ax.boxplot([per[s][key] for s in severities], positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False)
-            color = _color(k, n)
+            color = series_color(k, n)
             for patch in bp["boxes"]:
                 patch.set_facecolor(color)
                 patch.set_alpha(0.7)
@@ -152,7 +152,7 @@ def comparison_risk_curves(rows: Sequence[Mapping[str, Any]], methods: Sequence[
     """Per method: the risk-coverage curve of ``score`` at ``budget``, averaged over seeds on the common coverage grid."""
     out = {}
     for m in methods:
-        sel = [s for s in _at_budget(rows, m, budget, "selective") if score in s["curves"]]
+        sel = [s for s in rows_at_budget(rows, m, budget, "selective") if score in s["curves"]]
         if sel:
             grid = np.linspace(0, 1, 101)[1:]
             risks = [np.interp(grid, s["curves"][score]["coverage"], s["curves"][score]["risk"]) for s in sel]
@@ -176,7 +176,7 @@ def ood_auroc_plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], bu
         scores: list[str] = []
         vals: dict[str, dict[str, float]] = {}
         for m in methods:
-            oods = [o[name] for o in _at_budget(rows, m, budget, "ood") if name in o]
+            oods = [o[name] for o in rows_at_budget(rows, m, budget, "ood") if name in o]
             if not oods:
                 continue
             scores = list(oods[0]["scores"])
@@ -205,12 +205,12 @@ def conformal_plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], pa
     for k, m in enumerate(methods):
         budgets = sorted({int(r["budget"]) for r in rows if r["method"] == m})
         for b in budgets:
-            confs = _at_budget(rows, m, b, "conformal")
+            confs = rows_at_budget(rows, m, b, "conformal")
             for score in (confs[0] if confs else {}):
                 cov = 100 * float(np.mean([c[score]["coverage"] for c in confs]))
                 size = float(np.mean([c[score]["mean_size"] for c in confs]))
                 alpha = confs[0][score]["alpha"]
-                ax.scatter(size, cov, color=_color(k, len(methods)), marker=markers.get(score, "o"), s=20 + 15 * b,
+                ax.scatter(size, cov, color=series_color(k, len(methods)), marker=markers.get(score, "o"), s=20 + 15 * b,
                            label=m if b == budgets[0] and score == next(iter(confs[0])) else None)
                 drawn = True
     if not drawn:

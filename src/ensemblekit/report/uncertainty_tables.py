@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable, Mapping, Sequence
 
-from .tables import mean_std_cell, grid, markdown_table, mean_std
+from .tables import mean_std_cell, grid, markdown_table, mean_std, is_regression
 
-__all__ = ["uncertainty_markdown"]
+__all__ = ["uncertainty_markdown", "row_value", "budget_table", "columns_table", "add_section", "percent", "mean_or_none"]
 
 
-def _get(r: Mapping[str, Any], *path: Any) -> Any:
+def row_value(r: Mapping[str, Any], *path: Any) -> Any:
     node: Any = r.get("evaluation") or {}
     for key in path:
         if not isinstance(node, Mapping) or key not in node:
@@ -23,7 +23,7 @@ def _get(r: Mapping[str, Any], *path: Any) -> Any:
     return node
 
 
-def _budget_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], fn: Callable[[Mapping[str, Any]], Any],
+def budget_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], fn: Callable[[Mapping[str, Any]], Any],
                   digits: int) -> str | None:
     ok = [r for r in rows if fn(r) is not None]
     if not ok:
@@ -33,7 +33,7 @@ def _budget_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], bud
     return markdown_table(["method", *[f"{b}B" for b in budgets]], body)
 
 
-def _columns_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], columns: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]],
+def columns_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], columns: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]],
                    digits: int) -> str | None:
     """Rows = methods, columns = named quantities (one budget's rows)."""
     vals: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -48,29 +48,34 @@ def _columns_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], co
     return markdown_table(["method", *[c for c, _ in columns]], body)
 
 
-def _section(parts: list[str], title: str, note: str, table: str | None) -> None:
+def add_section(parts: list[str], title: str, note: str, table: str | None) -> None:
     if table:
         parts += [f"## {title}", "", note, "", table, ""] if note else [f"## {title}", "", table, ""]
 
 
 def uncertainty_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int]) -> str:
-    """The uncertainty sections of a comparison's ``results.md`` (empty when no row has an evaluation)."""
+    """The uncertainty sections of a comparison's ``results.md`` (empty when no row has an evaluation); regression
+    rows get :func:`~.regression_uncertainty_tables.regression_uncertainty_markdown`'s."""
+    if is_regression(rows):
+        from .regression_uncertainty_tables import regression_uncertainty_markdown
+
+        return regression_uncertainty_markdown(rows, methods, budgets)
     rows = [r for r in rows if r.get("evaluation")]
     if not rows:
         return ""
     top = max(budgets)
     at_top = [r for r in rows if int(r["budget"]) == top]
     parts: list[str] = []
-    _section(parts, "Test NLL, temperature-scaled (pool, then calibrate)",
+    add_section(parts, "Test NLL, temperature-scaled (pool, then calibrate)",
              "One temperature fitted on the validation split to the ensemble's mean (Ashukha et al. 2020: compare methods on this, not on raw NLL).",
-             _budget_table(rows, methods, budgets, lambda r: _get(r, "calibration", "pool_then_calibrate", "nll"), 3))
-    _section(parts, "Test NLL, members temperature-scaled, then pooled", "",
-             _budget_table(rows, methods, budgets, lambda r: _get(r, "calibration", "calibrate_then_pool", "nll"), 3))
-    _section(parts, "Test ECE (%), temperature-scaled (pool, then calibrate)", "",
-             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "calibration", "pool_then_calibrate", "ece")), 2))
-    if any(_get(r, "calibration", "vector") for r in rows):
-        _section(parts, "Test NLL, vector scaling", "",
-                 _budget_table(rows, methods, budgets, lambda r: _get(r, "calibration", "vector", "nll"), 3))
+             budget_table(rows, methods, budgets, lambda r: row_value(r, "calibration", "pool_then_calibrate", "nll"), 3))
+    add_section(parts, "Test NLL, members temperature-scaled, then pooled", "",
+             budget_table(rows, methods, budgets, lambda r: row_value(r, "calibration", "calibrate_then_pool", "nll"), 3))
+    add_section(parts, "Test ECE (%), temperature-scaled (pool, then calibrate)", "",
+             budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "calibration", "pool_then_calibrate", "ece")), 2))
+    if any(row_value(r, "calibration", "vector") for r in rows):
+        add_section(parts, "Test NLL, vector scaling", "",
+                 budget_table(rows, methods, budgets, lambda r: row_value(r, "calibration", "vector", "nll"), 3))
     _shift_sections(parts, rows, at_top, methods, budgets, top)
     _ood_sections(parts, at_top, methods, top)
     _selective_sections(parts, rows, at_top, methods, budgets, top)
@@ -78,77 +83,77 @@ def uncertainty_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[st
     return "\n".join(parts)
 
 
-def _pct(v: Any) -> float | None:
+def percent(v: Any) -> float | None:
     return None if v is None else 100.0 * float(v)
 
 
 def _shift_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str],
                     budgets: Sequence[int], top: int) -> None:
-    if not any(_get(r, "shift") for r in rows):
+    if not any(row_value(r, "shift") for r in rows):
         return
-    _section(parts, "Shift: accuracy (%), mean over corruptions and severities", "",
-             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "shift", "mean", "accuracy")), 2))
-    _section(parts, "Shift: ECE (%), mean over corruptions and severities", "",
-             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "shift", "mean", "ece")), 2))
-    sevs = next((_get(r, "shift", "by_severity", "severity") for r in at_top if _get(r, "shift")), None) or []
+    add_section(parts, "Shift: accuracy (%), mean over corruptions and severities", "",
+             budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "shift", "mean", "accuracy")), 2))
+    add_section(parts, "Shift: ECE (%), mean over corruptions and severities", "",
+             budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "shift", "mean", "ece")), 2))
+    sevs = next((row_value(r, "shift", "by_severity", "severity") for r in at_top if row_value(r, "shift")), None) or []
     for key, label in (("accuracy", "accuracy (%)"), ("ece", "ECE (%)"), ("nll", "NLL")):
-        cols = [("clean", lambda r, k=key: _scale(k, _get(r, "shift", "clean", k)))]
-        cols += [(str(s), lambda r, i=i, k=key: _scale(k, (_get(r, "shift", "by_severity", k) or [None] * (i + 1))[i])) for i, s in enumerate(sevs)]
-        _section(parts, f"Shift at {top}B: {label} by severity (mean over corruptions)", "", _columns_table(at_top, methods, cols, 3 if key == "nll" else 2))
-    names = next((list(_get(r, "shift", "corruptions")) for r in at_top if _get(r, "shift")), [])
-    cols = [(n, lambda r, n=n: _pct(_mean(_get(r, "shift", "corruptions", n, "accuracy")))) for n in names]
-    _section(parts, f"Shift at {top}B: accuracy (%) per corruption (mean over severities)", "", _columns_table(at_top, methods, cols, 1))
+        cols = [("clean", lambda r, k=key: _scale(k, row_value(r, "shift", "clean", k)))]
+        cols += [(str(s), lambda r, i=i, k=key: _scale(k, (row_value(r, "shift", "by_severity", k) or [None] * (i + 1))[i])) for i, s in enumerate(sevs)]
+        add_section(parts, f"Shift at {top}B: {label} by severity (mean over corruptions)", "", columns_table(at_top, methods, cols, 3 if key == "nll" else 2))
+    names = next((list(row_value(r, "shift", "corruptions")) for r in at_top if row_value(r, "shift")), [])
+    cols = [(n, lambda r, n=n: percent(mean_or_none(row_value(r, "shift", "corruptions", n, "accuracy")))) for n in names]
+    add_section(parts, f"Shift at {top}B: accuracy (%) per corruption (mean over severities)", "", columns_table(at_top, methods, cols, 1))
 
 
 def _scale(key: str, v: Any) -> float | None:
     return None if v is None else (float(v) if key == "nll" else 100.0 * float(v))
 
 
-def _mean(values: Any) -> float | None:
+def mean_or_none(values: Any) -> float | None:
     return None if not values else sum(values) / len(values)
 
 
 def _ood_sections(parts: list[str], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str], top: int) -> None:
     sets: list[str] = []
     for r in at_top:
-        for name in _get(r, "ood") or {}:
+        for name in row_value(r, "ood") or {}:
             if name not in sets:
                 sets.append(name)
     for name in sets:
-        scores = next((list(_get(r, "ood", name, "scores")) for r in at_top if _get(r, "ood", name)), [])
+        scores = next((list(row_value(r, "ood", name, "scores")) for r in at_top if row_value(r, "ood", name)), [])
         for metric, label in (("auroc", "AUROC (%)"), ("fpr95", "FPR at 95% TPR (%)")):
-            cols = [(s, lambda r, s=s, m=metric: _pct(_get(r, "ood", name, "scores", s, m))) for s in scores]
+            cols = [(s, lambda r, s=s, m=metric: percent(row_value(r, "ood", name, "scores", s, m))) for s in scores]
             note = ("The test split mixed with the OOD set; every score oriented so that higher means more likely OOD. "
                     "msp: max softmax probability; mi: mutual information (the members' disagreement); energy and max_logit "
                     "of the members' mean logits.") if metric == "auroc" else ""
-            _section(parts, f"OOD detection at {top}B, {name}: {label}", note, _columns_table(at_top, methods, cols, 1))
+            add_section(parts, f"OOD detection at {top}B, {name}: {label}", note, columns_table(at_top, methods, cols, 1))
 
 
 def _selective_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str],
                         budgets: Sequence[int], top: int) -> None:
-    if not any(_get(r, "selective") for r in rows):
+    if not any(row_value(r, "selective") for r in rows):
         return
-    _section(parts, "Selective prediction: AURC (%), confidence = max probability",
+    add_section(parts, "Selective prediction: AURC (%), confidence = max probability",
              "Area under the risk-coverage curve (lower is better); AUGRC: Traub et al. 2024's generalized risk.",
-             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "selective", "scores", "msp", "aurc")), 2))
-    _section(parts, "Selective prediction: AUGRC (%), confidence = max probability", "",
-             _budget_table(rows, methods, budgets, lambda r: _pct(_get(r, "selective", "scores", "msp", "augrc")), 2))
-    scores = next((list(_get(r, "selective", "scores")) for r in at_top if _get(r, "selective")), [])
-    cols = [(s, lambda r, s=s: _pct(_get(r, "selective", "scores", s, "aurc"))) for s in scores]
-    _section(parts, f"Selective prediction at {top}B: AURC (%) per confidence score", "", _columns_table(at_top, methods, cols, 2))
+             budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "selective", "scores", "msp", "aurc")), 2))
+    add_section(parts, "Selective prediction: AUGRC (%), confidence = max probability", "",
+             budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "selective", "scores", "msp", "augrc")), 2))
+    scores = next((list(row_value(r, "selective", "scores")) for r in at_top if row_value(r, "selective")), [])
+    cols = [(s, lambda r, s=s: percent(row_value(r, "selective", "scores", s, "aurc"))) for s in scores]
+    add_section(parts, f"Selective prediction at {top}B: AURC (%) per confidence score", "", columns_table(at_top, methods, cols, 2))
 
 
 def _conformal_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int]) -> None:
     scores: list[str] = []
     alpha = None
     for r in rows:
-        for s, v in (_get(r, "conformal") or {}).items():
+        for s, v in (row_value(r, "conformal") or {}).items():
             alpha = v["alpha"]
             if s not in scores:
                 scores.append(s)
     for s in scores:
-        cov = grid([r for r in rows if _get(r, "conformal", s)], lambda r: 100.0 * _get(r, "conformal", s, "coverage"))
-        size = grid([r for r in rows if _get(r, "conformal", s)], lambda r: _get(r, "conformal", s, "mean_size"))
+        cov = grid([r for r in rows if row_value(r, "conformal", s)], lambda r: 100.0 * row_value(r, "conformal", s, "coverage"))
+        size = grid([r for r in rows if row_value(r, "conformal", s)], lambda r: row_value(r, "conformal", s, "mean_size"))
 
         def cell(m: str, b: int) -> str:
             if (m, b) not in cov:
@@ -158,6 +163,6 @@ def _conformal_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], met
             return f"{c:.1f} ± {sd:.1f} / {z:.2f} ± {zs:.2f}"
 
         body = [[m, *[cell(m, b) for b in budgets]] for m in methods if any((m, b) in cov for b in budgets)]
-        _section(parts, f"Conformal sets ({s.upper()}, alpha = {alpha}): test coverage (%) / mean set size",
+        add_section(parts, f"Conformal sets ({s.upper()}, alpha = {alpha}): test coverage (%) / mean set size",
                  f"Split conformal calibrated on the validation split; the target coverage is {100 * (1 - alpha):.0f}%.",
                  markdown_table(["method", *[f"{b}B" for b in budgets]], body))
