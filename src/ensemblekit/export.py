@@ -2,8 +2,10 @@
 
 :func:`export` wraps a predictor in a plain ``nn.Module`` whose forward takes a batch
 ``(B, *input_shape)`` and returns the ensemble's mean probabilities ``(B, C)`` (with
-``members=True`` a pair: the mean and the members' probabilities ``(M, B, C)``), then writes
-it in one of three formats:
+``members=True`` a pair: the mean and the members' probabilities ``(M, B, C)``; a regression
+ensemble returns its mixture's mean and total variance in the targets' units, with the inputs'
+standardisation inside the graph, and with ``members=True`` also the members' means and
+variances), then writes it in one of three formats:
 
 - ``export``: a ``torch.export`` ExportedProgram (``.pt2``) with a dynamic batch
   dimension; load with ``torch.export.load(path).module()``.
@@ -73,7 +75,8 @@ def export(predictor: Any, path: str, example: torch.Tensor | None = None, *, fo
     if x.shape[0] < 2:
         x = torch.cat([x, x])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"  # the format's own extension: torch.export checks it
     try:
         with torch.no_grad():
             if format == "export":
@@ -98,7 +101,7 @@ def _onnx(module: nn.Module, x: torch.Tensor, path: str, members: bool) -> None:
         import onnxscript  # noqa: F401
     except ImportError:
         raise ConfigError('ONNX export needs the onnx extra: pip install -e ".[onnx]"') from None
-    outputs = ["probs", "member_probs"] if members else ["probs"]
+    outputs = list(getattr(module, "output_names", ["probs", "member_probs"] if members else ["probs"]))
     # the torch.export-based exporter (torch's default since 2.9; it needs onnxscript, part of the extra)
     program = torch.onnx.export(module, (x,), input_names=["x"], output_names=outputs,
                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True, verbose=False)

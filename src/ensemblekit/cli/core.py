@@ -29,11 +29,43 @@ def list_cmd() -> None:
     ]))
 
 
+_CLASSIFICATION_HEADER = ["", "error %", "NLL", "Brier", "ECE %"]
+_REGRESSION_HEADER = ["", "RMSE", "NLL", "CRPS", "PICP95 %", "MPIW95"]
+
+
+def _is_regression(metrics: dict[str, Any]) -> bool:
+    """Whether a split's metrics are :func:`~ensemblekit.metrics.regression_summary.evaluate_gaussian`'s."""
+    return "rmse" in metrics and "error" not in metrics
+
+
+def _metrics_header(results: dict[str, Any]) -> list[str]:
+    return _REGRESSION_HEADER if _is_regression(results["test"]) else _CLASSIFICATION_HEADER
+
+
 def _metrics_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """The rows under :func:`_metrics_header`: the ensemble and the mean member (for regression
+    also the variance-scaled ensemble when the run fitted one; a member's intervals are not
+    recorded, so the mean member's PICP and MPIW read —)."""
     t = results["test"]
+    if _is_regression(t):
+        return _regression_rows(t)
     rows = [["ensemble", f"{t['error']:.2f}", f"{t['nll']:.4f}", f"{t['brier']:.4f}", f"{100 * t['ece']:.2f}"]]
     mm = t["member_mean"]
     rows.append(["mean member", f"{100 * (1 - mm['accuracy']):.2f}", f"{mm['nll']:.4f}", f"{mm['brier']:.4f}", f"{100 * mm['ece']:.2f}"])
+    return rows
+
+
+def _regression_rows(t: dict[str, Any]) -> list[list[Any]]:
+    def row(name: str, m: dict[str, Any]) -> list[Any]:
+        picp, mpiw = (m.get("picp") or {}).get("0.95"), (m.get("mpiw") or {}).get("0.95")
+        return [name, f"{m['rmse']:.4g}", f"{m['nll']:.4f}", f"{m['crps']:.4g}",
+                "—" if picp is None else f"{100 * picp:.1f}", "—" if mpiw is None else f"{mpiw:.4g}"]
+
+    rows = [row("ensemble", t)]
+    cal = t.get("calibrated")
+    if cal and "variance_scale" in cal:
+        rows.append(row(f"variance-scaled (x{cal['variance_scale']:.3g})", cal))
+    rows.append(row("mean member", t["member_mean"]))
     return rows
 
 
@@ -72,7 +104,7 @@ def train(
     results = run_training(cfg, target, resume=bool(resume), data=data, on_start=lambda: console.print(
         f"run directory: [bold]{target}[/bold]  (resume a killed run with: ensemblekit train --resume {target})"))
     console.print(_table(f"{cfg.method.display}: {results['members']} member(s), test split of {data.name}",
-                         ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows(results)))
+                         _metrics_header(results), _metrics_rows(results)))
     from .uncertainty import uncertainty_tables
 
     for title, header, rows in uncertainty_tables(results.get("evaluation") or {}):
@@ -87,16 +119,18 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="test | val | train"),
     factory: Optional[str] = typer.Option(None, "--factory", help="pkg.mod:make_net building the members of a run trained on a user factory."),
     trust_factory: bool = typer.Option(False, "--trust-factory", help="Import the model factory path the ensemble file names."),
-    shift: bool = typer.Option(False, "--shift", help="Accuracy, NLL and ECE under the corruption suite, severities 1-5."),
+    shift: bool = typer.Option(False, "--shift", help="Accuracy, NLL and ECE under the corruption suite, severities 1-5 (regression: RMSE, NLL, CRPS, coverage under the tabular suite)."),
     ood: Optional[List[str]] = typer.Option(None, "--ood", help="OOD detection against: held_out (the classes the run was trained "
-                                                                "without), noise, constant, permuted, or FILE.npz. Repeatable or comma-separated."),
-    calibrate: bool = typer.Option(False, "--calibrate", help="Temperature scaling on the validation split, pooled and per member."),
-    conformal: Optional[float] = typer.Option(None, "--conformal", help="Split conformal sets (THR, APS, RAPS) at this alpha, e.g. 0.1."),
-    selective: bool = typer.Option(False, "--selective", help="Risk-coverage, AURC and AUGRC of each uncertainty score."),
+                                                                "without), noise, constant, permuted, extrapolation (regression), or FILE.npz. "
+                                                                "Repeatable or comma-separated."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Temperature scaling (regression: variance scaling) on the validation split, pooled and per member."),
+    conformal: Optional[float] = typer.Option(None, "--conformal", help="Split conformal sets (THR, APS, RAPS; regression: normalised intervals) at this alpha, e.g. 0.1."),
+    selective: bool = typer.Option(False, "--selective", help="Risk-coverage, AURC and AUGRC of each uncertainty score (regression: MSE risk)."),
     evaluation: Optional[str] = typer.Option(None, "--evaluation", help="A YAML evaluation block (or a config with `evaluation:`); flags add to it."),
     out: Optional[str] = typer.Option(None, "--out", help="Where to write evaluation.json and its plots (default: RUN_DIR/evaluation)."),
 ) -> None:
-    """Metrics of a saved ensemble, and with --shift/--ood/--calibrate/--conformal/--selective its uncertainty.
+    """Metrics of a saved ensemble, and with --shift/--ood/--calibrate/--conformal/--selective its uncertainty
+    (a regression run: RMSE, NLL, CRPS, interval coverage and width, in the targets' units).
 
     Never unpickles, and never imports code the files name unless told to.
     """
@@ -104,8 +138,8 @@ def evaluate(
     from ..schema import load_yaml, parse_config
     from ..evaluation.evaluate import evaluate as evaluate_fn
     from ..predictors import load_predictor
-    from ..models.registry import model_factory
     from .uncertainty import evaluation_from_flags
+    from .use import user_factory
 
     path = os.path.join(run_dir, "ensemble.safetensors")
     if not os.path.isfile(path):
@@ -124,14 +158,20 @@ def evaluate(
     part = getattr(ds, split)
     if part is None:
         raise ConfigError(f"--split {split}: the data has no {split} split")
-    fac = model_factory({"factory": factory}, input_shape=ds.input_shape, num_classes=ds.num_classes) if factory else None
+    fac = user_factory(factory, path, input_shape=ds.input_shape,
+                       num_classes=ds.num_outputs if ds.is_regression else ds.num_classes) if factory else None
     ens = load_predictor(path, factory=fac, trust_factory=trust_factory)
+    regression = bool(getattr(getattr(ens, "readout", None), "is_regression", False))
+    if regression != ds.is_regression:
+        task = "regression" if regression else "classification"
+        raise ConfigError(f"{run_dir} is a {task} run, and {ds.name!r} is {'regression' if ds.is_regression else 'classification'} "
+                          f"data; evaluate it on {task} data")
 
     try:
         res = evaluate_fn(ens, part)
     except RuntimeError as exc:
         raise ConfigError(f"the ensemble cannot take {ds.name} examples of shape {ds.input_shape}: {exc}") from None
-    console.print(_table(f"{len(ens)} member(s) on the {split} split of {ds.name}", ["", "error %", "NLL", "Brier", "ECE %"], _metrics_rows({"test": res})))
+    console.print(_table(f"{len(ens)} member(s) on the {split} split of {ds.name}", _metrics_header({"test": res}), _metrics_rows({"test": res})))
     div = res["diversity"]
     console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
     if cfg is not None and (shift or ood or calibrate or conformal is not None or selective or evaluation):
@@ -151,9 +191,6 @@ def _evaluation_data(ds: Any, block: Any) -> tuple[Any, Any]:
 def _uncertainty(ens: Any, ds: Any, cfg: Any, out_dir: str) -> None:
     from ..evaluation.forward import predictive
     from ..evaluation.run import evaluate_uncertainty
-    from ..metrics.calibration import scale_probs
-    from ..report.plots import reliability_diagram
-    from ..report.uncertainty_plots import run_plots
     from ..serialization import write_json
     from ..training.checkpoint import RunDir
     from .uncertainty import uncertainty_tables
@@ -164,13 +201,44 @@ def _uncertainty(ens: Any, ds: Any, cfg: Any, out_dir: str) -> None:
         console.print(_table(title, header, rows))
     rd = RunDir(out_dir)
     write_json(rd.file("evaluation.json"), unc)
+    title = os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(out_dir))))
+    if unc.get("task") == "regression":
+        _regression_plots(unc, test, ds, rd, title)
+    else:
+        _classification_plots(unc, test, ds, rd, title)
+    console.print(f"evaluation written to {out_dir}/evaluation.json (and plots)")
+
+
+def _classification_plots(unc: Any, test: Any, ds: Any, rd: Any, title: str) -> None:
+    from ..metrics.calibration import scale_probs
+    from ..report.plots import reliability_diagram
+    from ..report.uncertainty_plots import run_plots
+
     cal = unc.get("calibration")
     if cal:
         pbar = test.pooled()
         reliability_diagram(pbar, ds.test.tensors()[1], rd.file("reliability.png"), title="test reliability",
                             calibrated=scale_probs(pbar, cal["pool_then_calibrate"]["temperature"]))
-    run_plots(unc, rd, title=os.path.basename(os.path.normpath(os.path.dirname(os.path.abspath(out_dir)))))
-    console.print(f"evaluation written to {out_dir}/evaluation.json (and plots)")
+    run_plots(unc, rd, title=title)
+
+
+def _regression_plots(unc: Any, test: Any, ds: Any, rd: Any, title: str) -> None:
+    """Quantile calibration (raw, and variance-scaled when fitted) and the OOD score histograms; the
+    selective and shift plots of :func:`~ensemblekit.report.uncertainty_plots.run_plots` draw
+    classification quantities (error %, accuracy, ECE) and are not drawn."""
+    from ..metrics.regression_calibration import quantile_calibration, scale_variance
+    from ..report.regression_plots import regression_calibration_plot
+    from ..report.uncertainty_plots import ood_histograms
+
+    y = ds.test.tensors()[1]
+    curves = {"raw": quantile_calibration(test, y)}
+    cal = unc.get("calibration")
+    if cal:
+        c = cal["variance_scaled"]["scale"]
+        curves[f"variance-scaled (x{c:.3g})"] = quantile_calibration(scale_variance(test, c), y)
+    regression_calibration_plot(curves, rd.file("calibration.png"), title=f"{title}: test quantile calibration")
+    if unc.get("ood"):
+        ood_histograms(unc["ood"], rd.file("ood_scores.png"), title=f"{title}: OOD scores, test split vs OOD set")
 
 
 @app.command()
@@ -194,9 +262,11 @@ def compare(
     cfg = load_config(config, CompareConfig, set_ or [])
     runner = backend_for()
     out_dir = out or cfg.out
-    data = cfg.data.load()
-    n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds)
-    console.print(f"comparing {len(cfg.methods)} method(s) x budgets {cfg.budgets} x seeds {cfg.seeds} = {n} cells -> [bold]{out_dir}[/bold]")
+    data = cfg.data.load() if cfg.data.splits is None else None  # with splits every cell loads its own split
+    splits = cfg.data.splits or 1
+    n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds) * splits
+    over = f" x {splits} splits" if cfg.data.splits else ""
+    console.print(f"comparing {len(cfg.methods)} method(s) x budgets {cfg.budgets} x seeds {cfg.seeds}{over} = {n} cells -> [bold]{out_dir}[/bold]")
     done = [0]
     import time
 
@@ -206,11 +276,14 @@ def compare(
         done[0] += 1
         left = (time.perf_counter() - start) / done[0] * (n - done[0])  # cells reused from disk make it pessimistic early on
         eta = f", ETA {int(left // 60)}:{int(left % 60):02d}" if done[0] < n else ""
-        head = f"[{done[0]}/{n}{eta}] {spec['label']} {spec['budget']}B seed {spec['seed']}"
+        head = f"[{done[0]}/{n}{eta}] {spec['label']} {spec['budget']}B seed {spec['seed']}" + (
+            f" split {spec['split']}" if spec.get("split") is not None else "")
         if "failed" in row:
             err_console.print(f"{head}: [red]failed[/red] {row['failed']}")
         elif "skipped" in row:
             console.print(f"{head}: skipped ({row['skipped']})")
+        elif "rmse" in row["test"]:
+            console.print(f"{head}: RMSE {row['test']['rmse']:.4g}  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 

@@ -17,13 +17,15 @@ def predict(
     data: str = typer.Option(..., "--data", help="Inputs: FILE.npz (array x), FILE.npy or FILE.csv (one example per row)."),
     out: Optional[str] = typer.Option(None, "--out", help="FILE.csv or FILE.npz (default: predictions.csv for .csv inputs, "
                                                           "else predictions.npz, in RUN_DIR)."),
-    members: bool = typer.Option(False, "--members", help="Also write every member's probabilities."),
+    members: bool = typer.Option(False, "--members", help="Also write every member's probabilities (regression: means and stds)."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Examples per forward pass (memory stays flat)."),
     factory: Optional[str] = typer.Option(None, "--factory", help="pkg.mod:make_net building the members of a run trained on a user factory."),
     trust_factory: bool = typer.Option(False, "--trust-factory", help="Import the model factory path the ensemble file names."),
 ) -> None:
     """Predicted class, ensemble probabilities and each example's uncertainty (predictive and
-    expected entropy, mutual information, member disagreement) for new inputs.
+    expected entropy, mutual information, member disagreement) for new inputs; for a regression
+    run the mean, total, aleatoric and epistemic std and the 90%/95% interval bounds, in the
+    targets' units.
 
     Never unpickles, and never imports code the files name unless told to.
     """
@@ -39,24 +41,38 @@ def predict(
         out = os.path.join(run_dir, "predictions.csv" if data.lower().endswith(".csv") else "predictions.npz")
     if not out.lower().endswith((".csv", ".npz")):
         raise ConfigError(f"--out {out}: must end in .csv or .npz")
-    pred = load_predictor(path, trust_factory=trust_factory, factory=None if factory is None else _user_factory(factory, path))
+    pred = load_predictor(path, trust_factory=trust_factory, factory=None if factory is None else user_factory(factory, path))
     shape = predictor_input_shape(pred)
     if shape is None:
         raise ConfigError(f"{path}: the ensemble does not record its input shape")
     summary = predict_file(pred, data, out, input_shape=shape, batch_size=batch_size, members=members)
-    console.print(f"{summary['examples']} example(s), {summary['classes']} classes, {summary['members']} member(s) -> {out}")
+    what = f"{summary['outputs']} target(s)" if "outputs" in summary else f"{summary['classes']} classes"
+    console.print(f"{summary['examples']} example(s), {what}, {summary['members']} member(s) -> {out}")
 
 
-def _user_factory(factory: str, path: str):  # noqa: ANN202
+def user_factory(factory: str, path: str, input_shape: Optional[tuple] = None, num_classes: Optional[int] = None):  # noqa: ANN202
+    """The members' factory of a run trained on a user factory, from ``--factory pkg.mod:make_net``.
+
+    The input shape and the head width (``num_classes``: C classes, or D targets for a regression
+    run) are those the ensemble file recorded, else the ones given; the registered wrappers the
+    file's model spec names (the ``gaussian`` mean-variance head of a regression run,
+    ``dropconnect``, ...) are applied on top, as they were in training."""
     from ..models.registry import model_factory
-    from ..serialization import load_tensors
+    from ..serialization import load_metadata
 
-    _, meta = load_tensors(path)
-    groups = (meta or {}).get("groups") or [{}]
-    kwargs = ((groups[0].get("spec") or {}).get("kwargs") or {}) if isinstance(groups[0], dict) else {}
-    if "input_shape" not in kwargs or "num_classes" not in kwargs:
+    meta = load_metadata(path)
+    groups = meta.get("groups") if isinstance(meta, dict) else None
+    first = groups[0] if isinstance(groups, list) and groups else {}
+    spec = first.get("spec") if isinstance(first, dict) else None
+    spec = spec if isinstance(spec, dict) else {}
+    kwargs = spec.get("kwargs") or {}
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    input_shape = kwargs.get("input_shape", input_shape)
+    num_classes = kwargs.get("num_classes", num_classes)
+    if input_shape is None or num_classes is None:
         raise ConfigError(f"{path}: no input shape / classes recorded for --factory")
-    return model_factory({"factory": factory}, input_shape=kwargs["input_shape"], num_classes=kwargs["num_classes"])
+    wrappers = {k: v for k, v in spec.items() if k not in ("name", "factory", "kwargs")}
+    return model_factory({"factory": factory, **wrappers}, input_shape=tuple(input_shape), num_classes=int(num_classes))
 
 
 @app.command("export")
@@ -78,6 +94,6 @@ def export_cmd(
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir}: no ensemble.safetensors (has the run finished?)")
     out = out or os.path.join(run_dir, "ensemble" + FORMATS[format])
-    pred = load_predictor(path, trust_factory=trust_factory, factory=None if factory is None else _user_factory(factory, path))
+    pred = load_predictor(path, trust_factory=trust_factory, factory=None if factory is None else user_factory(factory, path))
     export(pred, out, format=format, members=members)
     console.print(f"{len(pred)} member(s) -> {out} ({format})")

@@ -9,6 +9,13 @@ For members' probabilities ``p_m`` (``M x N x C``) and their mean ``p̄``:
   disagreement in information terms; Depeweg et al., ICML 2018);
 - ``disagreement``: the share of members whose own prediction differs from ``pred``.
 
+For a regression predictor (members' Gaussians ``N(mu_m, s2_m)``, in the targets' units) the
+columns are ``mean`` (``mean_m mu_m``), ``std`` (the mixture's total std), ``aleatoric_std``
+(``sqrt(mean_m s2_m)``), ``epistemic_std`` (the std of the members' means) and the central
+intervals of the mixture itself (not of a moment-matched Gaussian) at 90% and 95%:
+``lower_90``, ``upper_90``, ``lower_95``, ``upper_95``; with D targets each column has a
+``_d`` suffix per output; ``members`` adds ``member_mean`` and ``member_std`` ``(M, N[, D])``.
+
 :func:`predict_file` streams a file in batches: ``.npz`` (array ``x``, read without
 unpickling), ``.npy`` (memory-mapped) or ``.csv`` (one example per row, its features
 flattened; a header line is optional), and writes ``.csv`` (rows appended batch by batch,
@@ -30,10 +37,13 @@ import torch
 
 from ..errors import DataError
 from ..metrics.diversity import entropy_nats
+from ..metrics.predictive import Gaussian
+from .forward import predictive
 
-__all__ = ["uncertainty_of", "predict_array", "read_batches", "predict_file", "predictor_input_shape"]
+__all__ = ["uncertainty_of", "regression_outputs", "predict_array", "read_batches", "predict_file", "predictor_input_shape"]
 
 _COLUMNS = ("entropy", "expected_entropy", "mutual_information", "disagreement")
+_LEVELS = (0.9, 0.95)
 
 
 def uncertainty_of(member_probs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -57,8 +67,24 @@ def predictor_input_shape(predictor: Any) -> tuple[int, ...] | None:
     return None
 
 
-def _member_probs(predictor: Any, x: torch.Tensor) -> torch.Tensor:
+def regression_outputs(pd: Gaussian, members: bool = False) -> dict[str, np.ndarray]:
+    """The regression columns of the module docstring from a Gaussian predictive ``(M, N[, D])``."""
+    mean, var = pd.pooled()
+    out = {"mean": mean, "std": var.sqrt(), "aleatoric_std": pd.aleatoric().sqrt(), "epistemic_std": pd.epistemic().sqrt()}
+    for level in _LEVELS:
+        lo, hi = pd.interval(level)
+        out[f"lower_{level * 100:g}"], out[f"upper_{level * 100:g}"] = lo, hi
+    if members:
+        out["member_mean"], out["member_std"] = pd.mean.double(), pd.var.double().sqrt()
+    return {k: v.double().numpy() for k, v in out.items()}
+
+
+def _predictive(predictor: Any, x: torch.Tensor) -> torch.Tensor | Gaussian:
+    """The members' Gaussian of a regression predictor, else the members' probabilities ``(M, N, C)``."""
+    readout = getattr(predictor, "readout", None)
     try:
+        if readout is not None and readout.is_regression:
+            return predictive(predictor, x, batch_size=len(x))
         return predictor.predict_proba(x).cpu()
     except RuntimeError as exc:
         raise DataError(f"the ensemble cannot take inputs of shape {tuple(x.shape[1:])}: {str(exc).splitlines()[0]}") from None
@@ -66,13 +92,16 @@ def _member_probs(predictor: Any, x: torch.Tensor) -> torch.Tensor:
 
 def predict_array(predictor: Any, x: Any, *, batch_size: int = 1024, members: bool = False) -> dict[str, np.ndarray]:
     """Predictions and uncertainties of in-memory inputs ``x`` ``(N, *input_shape)``; with
-    ``members`` also ``member_probs`` ``(M, N, C)``."""
+    ``members`` also ``member_probs`` ``(M, N, C)`` (regression: ``member_mean``, ``member_std``)."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    parts = [_outputs(_member_probs(predictor, xt[i:i + batch_size]), members) for i in range(0, len(xt), batch_size)]
-    return {k: np.concatenate([p[k] for p in parts], axis=1 if k == "member_probs" else 0) for k in parts[0]}
+    parts = [_outputs(_predictive(predictor, xt[i:i + batch_size]), members) for i in range(0, len(xt), batch_size)]
+    return {k: np.concatenate([p[k] for p in parts], axis=1 if k.startswith("member_") else 0) for k in parts[0]}
 
 
-def _outputs(member_probs: torch.Tensor, members: bool) -> dict[str, np.ndarray]:
+def _outputs(pd: torch.Tensor | Gaussian, members: bool) -> dict[str, np.ndarray]:
+    if isinstance(pd, Gaussian):
+        return regression_outputs(pd, members)
+    member_probs = pd
     out = {k: v.numpy() for k, v in uncertainty_of(member_probs).items()}
     if members:
         out["member_probs"] = member_probs.double().numpy()
@@ -174,7 +203,7 @@ def read_batches(path: str, input_shape: Sequence[int], batch_size: int = 1024) 
 def predict_file(predictor: Any, path: str, out: str, *, input_shape: Sequence[int], batch_size: int = 1024,
                  members: bool = False) -> dict[str, Any]:
     """Predict every example of ``path`` and write ``out`` (``.csv`` or ``.npz``); returns
-    ``{"examples", "classes", "members", "out"}``."""
+    ``{"examples", "classes", "members", "out"}`` (regression: ``classes`` 0, ``outputs`` D)."""
     ext = os.path.splitext(out)[1].lower()
     if ext not in (".csv", ".npz"):
         raise DataError(f"{out}: the output must be .csv or .npz, got {ext or 'no extension'}")
@@ -185,25 +214,27 @@ def predict_file(predictor: Any, path: str, out: str, *, input_shape: Sequence[i
         with open(tmp, "w", newline="") if ext == ".csv" else contextlib.nullcontext() as fh:
             writer = csv.writer(fh) if ext == ".csv" else None
             for x in read_batches(path, input_shape, batch_size):
-                probs = _member_probs(predictor, torch.from_numpy(np.ascontiguousarray(x)))
-                o = _outputs(probs, members)
-                m, classes = probs.shape[0], probs.shape[-1]
+                pd = _predictive(predictor, torch.from_numpy(np.ascontiguousarray(x)))
+                o = _outputs(pd, members)
+                regression = isinstance(pd, Gaussian)
+                m, classes = (pd.num_members, 0) if regression else (pd.shape[0], pd.shape[-1])  # type: ignore[union-attr]
                 if writer is not None:
                     if n == 0:
-                        writer.writerow(_header(classes, m if members else 0))
-                    writer.writerows(_rows(o, members))
+                        writer.writerow(_regression_header(o) if regression else _header(classes, m if members else 0))
+                    writer.writerows(_regression_rows(o) if regression else _rows(o, members))
                 else:
                     parts.append(o)
                 n += len(x)
         if ext == ".npz":
-            arrays = {k: np.concatenate([p[k] for p in parts], axis=1 if k == "member_probs" else 0) for k in parts[0]}
+            arrays = {k: np.concatenate([p[k] for p in parts], axis=1 if k.startswith("member_") else 0) for k in parts[0]}
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {"examples": n, "classes": classes, "members": m, "out": out}
+    outputs = {"outputs": int(np.prod(o["mean"].shape[1:])) if o["mean"].ndim > 1 else 1} if n and "mean" in o else {}
+    return {"examples": n, "classes": classes, "members": m, "out": out, **outputs}
 
 
 def _header(classes: int, members: int) -> list[str]:
@@ -218,3 +249,31 @@ def _rows(o: dict[str, np.ndarray], members: bool) -> Iterator[list[Any]]:
         if extra is not None:
             row += [f"{v:.6g}" for v in extra[i]]
         yield row
+
+
+def _columns(o: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """Each regression array as ``(name, (N, K))``: one column per output (``_d``) and per member (``_m<m>``)."""
+    cols = []
+    for k, v in o.items():
+        if k.startswith("member_"):  # (M, N[, D]) -> (N, M*D), member-major
+            v = np.moveaxis(v, 0, 1)
+            m = v.shape[1]
+            flat = v.reshape(v.shape[0], m, -1)
+            d = flat.shape[2]
+            names = [f"member{i}_{k[7:]}" + (f"_{j}" if d > 1 else "") for i in range(m) for j in range(d)]
+            cols.append((",".join(names), flat.reshape(len(flat), -1)))
+        else:
+            flat = v.reshape(len(v), -1)
+            names = [k] if flat.shape[1] == 1 else [f"{k}_{j}" for j in range(flat.shape[1])]
+            cols.append((",".join(names), flat))
+    return cols
+
+
+def _regression_header(o: dict[str, np.ndarray]) -> list[str]:
+    return [name for names, _ in _columns(o) for name in names.split(",")]
+
+
+def _regression_rows(o: dict[str, np.ndarray]) -> Iterator[list[str]]:
+    table = np.concatenate([v for _, v in _columns(o)], axis=1)
+    for row in table:
+        yield [f"{v:.6g}" for v in row]

@@ -143,5 +143,15 @@ def lr_range_test(cfg: RunConfig, data: Data, out_png: str | None, lr_min: float
 
 
 def run_doctor(cfg: RunConfig, data: Data, out_png: str | None = None) -> list[Check]:
-    """All three checks, in order."""
+    """All three checks, in order (classification: they read cross-entropy against log C and
+    training accuracy; regression data is refused in one line).
+
+    Raises:
+        ConfigError: regression data.
+    """
+    if data.is_regression:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"doctor checks classifiers (initial loss vs log C, memorising two batches, the LR range test on "
+                          f"cross-entropy); {data.name!r} is regression data: train it with a short train.epochs instead")
     return [initial_loss_check(cfg, data), overfit_check(cfg, data), lr_range_test(cfg, data, out_png)]
