@@ -23,6 +23,7 @@ from .export import export  # the function; the module stays importable as ensem
 from .methods import Method, create_method, list_methods, register_method
 from .metrics import evaluate_probs
 from .evaluation.evaluate import evaluate
+from .evaluation.forward import predictive
 from .models import create_model, list_models, register_model
 from .training import Callback, ParamGroup, RunDir, TrainableModel, TrainConfig, Trainer, schedules
 from .threads import configure_threads
@@ -33,7 +34,7 @@ __all__ = [
     "Ensemble",
     "ConfigError", "DataError", "EnsembleKitError", "NonFiniteLossError", "TrainingError",
     "Method", "create_method", "list_methods", "register_method",
-    "evaluate", "evaluate_probs", "EvaluationConfig", "evaluate_uncertainty", "prepare_data", "predict_array", "predict_file",
+    "evaluate", "evaluate_probs", "predictive", "EvaluationConfig", "evaluate_uncertainty", "prepare_data", "predict_array", "predict_file",
     "export",
     "create_model", "list_models", "register_model",
     "Callback", "ParamGroup", "RunDir", "TrainableModel", "TrainConfig", "Trainer", "schedules",

@@ -44,29 +44,40 @@ def _shorthand(v: Any, keep: tuple[str, ...], into: str) -> Any:
 
 
 class DataConfig(StrictModel):
-    """``mnist1d`` | ``{name: mnist1d, num_samples: 10000}`` | ``{npz: path.npz, val_fraction: 0.1}``."""
+    """``mnist1d`` | ``{name: mnist1d, num_samples: 10000}`` | ``{npz: path.npz, val_fraction: 0.1}`` |
+    ``{csv: houses.csv, target: price, task: regression}`` (:func:`ensemblekit.data.csvfile.load_csv`).
+
+    ``splits: K`` (``compare`` only): K random train/test splits of all the data's examples,
+    ``split_fraction`` (default 0.1) of them for testing, each split x each seed a cell, the
+    tables the mean ± std over all of them (the UCI protocol; :func:`ensemblekit.data.splits.resplit`).
+    ``split: k`` loads the k-th of them (what each cell of such a comparison trains on).
+    """
 
     name: str | None = None
     npz: str | None = None
+    csv: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    splits: int | None = Field(None, ge=1)
+    split: int | None = Field(None, ge=0)
+    split_fraction: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
-        return _shorthand(v, keep=("name", "npz"), into="options")
+        return _shorthand(v, keep=("name", "npz", "csv", "splits", "split", "split_fraction"), into="options")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
-        if (self.name is None) == (self.npz is None):
-            raise ValueError("give exactly one of name (a registered dataset) or npz (a file path)")
+        if sum(v is not None for v in (self.name, self.npz, self.csv)) != 1:
+            raise ValueError("give exactly one of name (a registered dataset), npz or csv (a file path)")
         if self.name is not None:
             fn = DATASETS.get(self.name)
             valid = list(inspect.signature(fn).parameters)
         else:
-            valid = list(_NPZ_OPTIONS)
+            valid = list(_NPZ_OPTIONS) + (["target"] if self.csv is not None else [])
         for key in self.options:
             if key not in valid:
-                raise ValueError(f"unknown option {key!r} for {self.name or 'npz'} data; valid: {', '.join(valid)}")
+                raise ValueError(f"unknown option {key!r} for {self.name or ('npz' if self.npz else 'csv')} data; valid: {', '.join(valid)}")
         return self
 
     def load(self):  # noqa: ANN201
@@ -75,13 +86,21 @@ class DataConfig(StrictModel):
         from .errors import EnsembleKitError
 
         try:
-            if self.npz is not None:
-                return load_npz(self.npz, **self.options)
-            return load_dataset(self.name, **self.options)  # type: ignore[arg-type]
+            if self.csv is not None:
+                from .data.csvfile import load_csv
+
+                data = load_csv(self.csv, **self.options)
+            else:
+                data = load_npz(self.npz, **self.options) if self.npz is not None else load_dataset(self.name, **self.options)  # type: ignore[arg-type]
+            if self.split is None:
+                return data
+            from .data.splits import resplit
+
+            return resplit(data, self.split, self.split_fraction if self.split_fraction is not None else 0.1)
         except EnsembleKitError:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ConfigError(f"data {self.name or self.npz!r} with options {self.options}: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(f"data {self.name or self.npz or self.csv!r} with options {self.options}: {type(exc).__name__}: {exc}") from None
 
 
 class ModelConfig(StrictModel):

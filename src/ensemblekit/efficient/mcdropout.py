@@ -144,10 +144,19 @@ class MCDropout:
         if not isinstance(meta, dict) or meta.get("format") != MC_FORMAT:
             raise DataError(f"{path}: not an ensemblekit MC-dropout file")
         ens = Ensemble.from_saved(path, tensors, meta.get("ensemble"), factory, device, trust_factory)
-        return cls(ens, int(meta["passes"]), int(meta.get("seed", 0)))
+        return cls(ens, int(meta["passes"]), int(meta.get("seed", 0)))  # the readout is the network's (its metadata)
 
     def to(self, device: torch.device | str) -> "MCDropout":
         return MCDropout(self.ensemble.to(device), self.passes, self.seed)
+
+    @property
+    def readout(self) -> Any:
+        """How the outputs read: the wrapped network's readout (saved in its metadata)."""
+        return self.ensemble.readout
+
+    @readout.setter
+    def readout(self, value: Any) -> None:
+        self.ensemble.readout = value
 
     def __repr__(self) -> str:
         return f"MCDropout({self.passes} passes)"

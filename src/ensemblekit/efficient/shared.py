@@ -28,6 +28,7 @@ from torch.func import functional_call
 from ..data.dataset import Split
 from ..ensemble.io import rebuild_template
 from ..errors import ConfigError, DataError
+from ..metrics.head_outputs import CLASSIFICATION, Readout
 from ..predictors import EnsembleModule, register_predictor
 from ..registry import Registry
 from ..serialization import copy_state_, load_tensors, save_tensors
@@ -129,6 +130,7 @@ class SharedEnsemble:
     """
 
     file_format = SHARED_FORMAT
+    readout: Readout = CLASSIFICATION  # how the outputs read (regression: a Gaussian head, the data's scaling)
 
     def __init__(self, net: MemberNet, transform: str, options: Mapping[str, Any], spec: dict[str, Any] | None,
                  members_info: Sequence[dict[str, Any]] | None = None) -> None:
@@ -189,6 +191,7 @@ class SharedEnsemble:
     def to(self, device: torch.device | str) -> "SharedEnsemble":
         """A copy on ``device`` (new leaf tensors)."""
         out = SharedEnsemble(copy.deepcopy(self.net).to(device), self.transform, self.options, self.spec, self.members_info)
+        out.readout = self.readout
         return out.train(self.training)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -225,12 +228,13 @@ class SharedEnsemble:
     def export_module(self, with_members: bool = False) -> nn.Module:
         """The member net itself (a copy, eval mode), its members' probabilities averaged:
         what :func:`ensemblekit.export.export` writes."""
-        return EnsembleModule(shared=copy.deepcopy(self.net).eval(), with_members=with_members).eval()
+        return EnsembleModule(shared=copy.deepcopy(self.net).eval(), with_members=with_members,
+                              regression=self.readout.export_constants()).eval()
 
     def save(self, path: str) -> None:
         """Weights (safetensors) and how to rebuild the net (base spec, transformation, options)."""
         meta = {"format": SHARED_FORMAT, "transform": self.transform, "options": self.options, "spec": self.spec,
-                "members": self.members_info}
+                "members": self.members_info, **({"readout": self.readout.state()} if self.readout.is_regression else {})}
         save_tensors(path, self.state_tensors(), meta)
 
     @classmethod
@@ -244,6 +248,7 @@ class SharedEnsemble:
         net = TRANSFORMS.get(str(meta.get("transform")))(base, **dict(meta.get("options") or {})).to(device)
         out = cls(net, str(meta["transform"]), meta.get("options") or {}, meta.get("spec"), meta.get("members"))
         out.load_state_tensors(tensors)
+        out.readout = Readout.from_state(meta.get("readout"))
         return out
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data.dataset import Split
 from ..errors import ConfigError
+from ..metrics.head_outputs import CLASSIFICATION, Readout
 from ..predictors import EnsembleModule, register_predictor
 from ..serialization import copy_state_, load_tensors, save_tensors
 from ..training.protocol import ParamGroup
@@ -52,6 +53,7 @@ class Ensemble:
     """
 
     file_format = ENSEMBLE_FORMAT
+    readout: Readout = CLASSIFICATION  # how the outputs read (regression: a Gaussian head, the data's scaling)
 
     def __init__(self, groups: Sequence[MemberGroup], members_info: Sequence[dict[str, Any]] | None = None) -> None:
         if not groups:
@@ -176,6 +178,7 @@ class Ensemble:
     def to(self, device: torch.device | str) -> "Ensemble":
         """A copy on ``device`` (new leaf tensors: build optimizers after moving)."""
         out = Ensemble([g.to(device) for g in self.groups], self.members_info)
+        out.readout = self.readout
         return out.train(self.training)
 
     # ----------------------------------------------------------------- forward
@@ -285,7 +288,9 @@ class Ensemble:
         )
 
     def clone(self) -> "Ensemble":
-        return Ensemble([g.select(range(g.num_members)) for g in self.groups], self.members_info).train(self.training)
+        out = Ensemble([g.select(range(g.num_members)) for g in self.groups], self.members_info)
+        out.readout = self.readout
+        return out.train(self.training)
 
     # ----------------------------------------------------------------- save / load
     def state_tensors(self, buffers: bool = True) -> dict[str, torch.Tensor]:
@@ -305,6 +310,7 @@ class Ensemble:
                 for g in self.groups
             ],
             "members": self.members_info,
+            **({"readout": self.readout.state()} if self.readout.is_regression else {}),
         }
 
     def save(self, path: str) -> None:
@@ -314,7 +320,8 @@ class Ensemble:
     def export_module(self, with_members: bool = False) -> nn.Module:
         """The members as plain modules on CPU in eval mode (BatchNorm with its running
         statistics), averaged: what :func:`ensemblekit.export.export` writes."""
-        return EnsembleModule([m.eval() for m in self.to("cpu").to_modules()], with_members=with_members).eval()
+        return EnsembleModule([m.eval() for m in self.to("cpu").to_modules()], with_members=with_members,
+                              regression=self.readout.export_constants()).eval()
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy saved tensors into this ensemble's tensors in place (shapes must match)."""
@@ -351,7 +358,9 @@ class Ensemble:
                    device: str | torch.device = "cpu", trust_factory: bool = False) -> "Ensemble":
         """An ensemble from tensors and metadata already read from ``path`` (see :meth:`load`)."""
         groups, members_info = saved_groups(path, tensors, meta, factory, device, trust_factory)
-        return cls(groups, members_info)
+        out = cls(groups, members_info)
+        out.readout = Readout.from_state(meta.get("readout"))
+        return out
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{g.num_members} x {g.spec['name'] if g.spec and 'name' in g.spec else type(g.template).__name__}" for g in self.groups)

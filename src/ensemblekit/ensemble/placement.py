@@ -115,7 +115,9 @@ class PlacedEnsemble(Ensemble):
         """A plain :class:`Ensemble` with the base layout, on ``device`` (default: the first)."""
         dev = torch.device(device) if device is not None else self.device
         groups = [MemberGroup.concat([s.to(dev) for s in shards]) for shards in self._by_base()]
-        return Ensemble(groups, self.members_info).train(self.training)
+        out = Ensemble(groups, self.members_info)
+        out.readout = self.readout
+        return out.train(self.training)
 
     def save(self, path: str) -> None:
         self.merged().save(path)

@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..data.dataset import Split
-from ..errors import ConfigError, DataError
-from ..metrics.head_outputs import gaussian_from_outputs
+from ..errors import DataError
+from ..metrics.head_outputs import CLASSIFICATION, Readout
 from ..metrics.predictive import Categorical, Gaussian
 
 __all__ = ["Transform", "member_logits", "predictive"]
@@ -56,40 +56,47 @@ def member_logits(pred: Any, x: torch.Tensor | Split, batch_size: int = 1024,
 
 def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | None = None, batch_size: int = 1024, *,
                cpu: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-               task: str = "classification", min_var: float = 1e-6) -> Categorical | Gaussian:
+               readout: Readout | None = None) -> Categorical | Gaussian:
     """The members' predictive distributions on ``x``: one pass per test-time transform.
+
+    The predictor's :class:`~ensemblekit.metrics.head_outputs.Readout` (``pred.readout``;
+    classification when it has none) says what its outputs are: logits (a
+    :class:`~ensemblekit.metrics.predictive.Categorical`), or a regression head's means and
+    variances (a :class:`~ensemblekit.metrics.predictive.Gaussian`), with the inputs
+    standardised before the forward pass and the Gaussian mapped back to the targets' units
+    when the predictor was trained on standardised data. Test-time transforms act on the
+    inputs as given.
 
     Args:
         pred: a predictor (any method's ``ensemble_``, a loaded file) or a trainable model.
-        x: inputs ``(N, ...)`` or a Split.
+        x: inputs ``(N, ...)`` or a Split, in the data's own units.
         tta: deterministic transforms of the inputs whose predictions are averaged; ``None``
             or empty: the plain inputs.
         batch_size: examples per forward pass.
         cpu: return CPU tensors (``False``: where the predictor computed them).
         forward: the inference forward instead of ``pred.logits`` (e.g. a fixed member chunk).
-        task: ``classification`` (the outputs are logits) or ``regression`` (the outputs are a
-            learned-variance head's ``(M, N, 2*D)``: :mod:`ensemblekit.metrics.head_outputs`).
-        min_var: the regression head's variance floor.
+        readout: read the outputs this way instead of by ``pred.readout`` (the engine's
+            validation of a model being trained on standardised data).
 
     Returns:
-        A :class:`~ensemblekit.metrics.predictive.Categorical` (probabilities and logits ``(M, N, C)``)
-        or, for regression, a :class:`~ensemblekit.metrics.predictive.Gaussian` (members' means and
-        variances; test-time transforms average each).
+        A Categorical (probabilities and logits ``(M, N, C)``) or a Gaussian (members' means
+        and variances; test-time transforms average each).
 
     Example:
         >>> pd = predictive(method.ensemble_, data.test)
         >>> pd.probs.shape                      # (M, N, C)
     """
-    if task not in ("classification", "regression"):
-        raise ConfigError(f"task must be classification or regression, got {task!r}")
-    kind = Gaussian if task == "regression" else Categorical
+    ro = readout if readout is not None else getattr(pred, "readout", None) or CLASSIFICATION
+    if ro.scaling is not None:
+        inner = forward if forward is not None else pred.logits
+        forward = lambda xb: inner(ro.inputs(xb))  # noqa: E731
 
     def one(inputs: torch.Tensor | Split) -> Categorical | Gaussian:
         z = member_logits(pred, inputs, batch_size, forward)
-        z = z.cpu() if cpu else z
-        return gaussian_from_outputs(z, min_var) if task == "regression" else Categorical(z.softmax(-1), z)
+        return ro.read(z.cpu() if cpu else z)
 
     if not tta:
         return one(x)
     xs = x.tensors()[0] if isinstance(x, Split) else x
+    kind = Gaussian if ro.is_regression else Categorical
     return kind.mean_of([one(t(xs)) for t in tta])  # type: ignore[arg-type]

@@ -142,7 +142,8 @@ def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, c
             write_json(os.path.join(cell_dir, "results.json"), row)
             return row
         method.fit(data, run_dir=cell_dir, resume=True, cache_dir=cache_dir, backend=fit_backend)
-        extra = {**({"budget_kwargs": budget_kwargs} if budget is not None else {}), "spec_hash": digest}
+        extra = {**({"budget_kwargs": budget_kwargs} if budget is not None else {}), "spec_hash": digest,
+                 **({"split": spec["split"]} if spec.get("split") is not None else {})}
         row = record_result(method, data, cell_dir, label=spec["label"], budget=budget, plots=False, report=report, extra=extra,
                             evaluation=spec.get("evaluation"))
         if not keep_checkpoints:

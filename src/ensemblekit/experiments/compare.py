@@ -21,11 +21,12 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from .. import hashing
-from ..config import CompareConfig
+from ..config import CompareConfig, DataConfig
+from ..errors import ConfigError
 from ..data.dataset import Data
 from ..methods.base import METHODS
 from ..report.plots import line_plot, size_curve_plot
-from ..report.tables import comparison_markdown, grid, mean_std
+from ..report.tables import comparison_markdown, grid, headline_metric, is_regression, mean_std
 from ..serialization import atomic_write_text, write_json
 from .backends import Backend
 from .cells import check_cells, compare_cell, refuse_stale, run_cell, run_cells, train_hash
@@ -57,16 +58,21 @@ def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
     }
     if cfg.evaluation.held_out_classes is not None:  # they change the training data: part of what every cell trains on
         base["held_out_classes"] = cfg.evaluation.held_out_classes
+    splits = [None] if cfg.data.splits is None else list(range(cfg.data.splits))
+    data_base = {k: v for k, v in base["data"].items() if k != "splits"}
     specs = []
     for m in cfg.methods:
         for budget in cfg.budgets:
-            for seed in cfg.seeds:
-                key = f"{_slug(m.display)}-b{budget}-s{seed}"
-                spec = {**base, "model": m.model_spec(cfg.model), "method": m.model_dump(mode="json", exclude_none=True),
-                        "label": m.display, "budget": budget, "seed": seed, "key": key}
-                if cfg.budget_unit == "flops":  # the single model whose FLOPs a budget counts
-                    spec["budget_unit"], spec["budget_model"] = "flops", cfg.model.spec()
-                specs.append(spec)
+            for split in splits:
+                for seed in cfg.seeds:
+                    key = f"{_slug(m.display)}-b{budget}-s{seed}" + ("" if split is None else f"-k{split}")
+                    spec = {**base, "model": m.model_spec(cfg.model), "method": m.model_dump(mode="json", exclude_none=True),
+                            "label": m.display, "budget": budget, "seed": seed, "key": key}
+                    if split is not None:  # the k-th random train/test split: part of what the cell trains on
+                        spec["data"], spec["split"] = {**data_base, "split": split}, split
+                    if cfg.budget_unit == "flops":  # the single model whose FLOPs a budget counts
+                        spec["budget_unit"], spec["budget_model"] = "flops", cfg.model.spec()
+                    specs.append(spec)
     return specs
 
 
@@ -100,11 +106,21 @@ def run_compare(
     """
     from ..evaluation.run import prepare_data
 
-    data = prepare_data(data if data is not None else cfg.data.load(), cfg.evaluation)
     specs = cell_specs(cfg)
-    check_cells(specs, data)
-    if not force:
-        refuse_stale(specs, out_dir, data, accept_code_change=accept_code_change)  # before anything is trained or written
+    if cfg.data.splits is not None:  # each cell trains on its own split: checked per split, loaded by the cell
+        if data is not None:
+            raise ConfigError("data.splits re-splits a dataset the config loads; give no data= with it")
+        for k in range(cfg.data.splits):
+            mine = [s for s in specs if s.get("split") == k]
+            split_data = prepare_data(DataConfig(**mine[0]["data"]).load(), cfg.evaluation)
+            check_cells(mine, split_data)
+            if not force:
+                refuse_stale(mine, out_dir, split_data, accept_code_change=accept_code_change)
+    else:
+        data = prepare_data(data if data is not None else cfg.data.load(), cfg.evaluation)
+        check_cells(specs, data)
+        if not force:
+            refuse_stale(specs, out_dir, data, accept_code_change=accept_code_change)  # before anything is trained or written
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     rows = run_cells(specs, out_dir, data, backend=backend, on_done=on_done, force=force, accept_code_change=accept_code_change)
@@ -125,7 +141,7 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     write_json(os.path.join(out_dir, "results.json"), list(rows))
     own = any(m.model is not None or not m.method_class().uses_model for m in cfg.methods)
     shared = cfg.model.name or cfg.model.factory
-    title = f"{shared}{' (and the methods’ own models)' if own else ''} on {cfg.data.name or cfg.data.npz}"
+    title = f"{shared}{' (and the methods’ own models)' if own else ''} on {cfg.data.name or cfg.data.npz or cfg.data.csv}"
     md = comparison_markdown(ok, methods, cfg.budgets, title=title, reference=size_reference)
     from ..report.uncertainty_tables import uncertainty_markdown
 
@@ -142,41 +158,56 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
     md += f"\n_Produced by ensemblekit {version['ensemblekit']} (commit {version['commit']}, code {hashing.code_fingerprint()})._\n"
     atomic_write_text(os.path.join(out_dir, "results.md"), md)
     if ok:
-        g = grid(ok, lambda r: 100.0 * (1.0 - r["test"]["accuracy"]))
-        series, errs = {}, {}
-        for m in methods:
-            pts = [(b, *mean_std(g[(m, b)])) for b in cfg.budgets if (m, b) in g]
-            if pts:
-                series[m] = ([p[0] for p in pts], [p[1] for p in pts])
-                errs[m] = [p[2] for p in pts]
-        means = [v for _, ys in series.values() for v in ys if v > 0]
-        spread = bool(means) and max(means) > 8 * min(means)  # methods an order of magnitude apart: a log scale shows them all
-        line_plot(series, os.path.join(out_dir, "error_vs_budget.png"), "budget (single-model budgets B)", "test error (%)", title=title, yerr=errs,
-                  logy=spread)
-        curves = {}
-        for m in methods:
-            mine = [r for r in ok if r["method"] == m]
-            if not mine:
-                continue
-            top = max(r["budget"] for r in mine)
-            runs = [r["test"]["size_curve"] for r in mine if r["budget"] == top]
-            n = min(len(c["members"]) for c in runs)
-            if n < 2:
-                continue
-            curves[f"{m} ({top}B)"] = {
-                "members": list(range(1, n + 1)),
-                "error": [sum(100.0 * (1.0 - c["accuracy"][k]) for c in runs) / len(runs) for k in range(n)],
-            }
-        if curves:
-            size_curve_plot(curves, os.path.join(out_dir, "error_vs_members.png"), title=f"{title}: test error vs members (mean over seeds)")
-        from ..report.pareto import pareto_plot
-
-        pareto_plot(ok, methods, os.path.join(out_dir, "pareto.png"), title=f"{title}: error and NLL against cost")
-        _uncertainty_plots(ok, methods, max(cfg.budgets), out_dir, title)
+        _comparison_plots(ok, methods, cfg.budgets, out_dir, title)
     from ..report.html import write_html_report
 
     write_html_report(out_dir, title, md, cfg.model_dump(mode="json", exclude_none=True), version)
     return md
+
+
+def _comparison_plots(ok: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], out_dir: str, title: str) -> None:
+    """The headline metric (test error, or NLL for regression) against budget and against members, the
+    cost Pareto plot and the uncertainty plots of the largest budget."""
+    regression = is_regression(ok)
+    label, value = headline_metric(ok)
+    g = grid(ok, value)
+    series, errs = {}, {}
+    for m in methods:
+        pts = [(b, *mean_std(g[(m, b)])) for b in budgets if (m, b) in g]
+        if pts:
+            series[m] = ([p[0] for p in pts], [p[1] for p in pts])
+            errs[m] = [p[2] for p in pts]
+    means = [v for _, ys in series.values() for v in ys if v > 0]
+    spread = bool(means) and max(means) > 8 * min(means)  # methods an order of magnitude apart: a log scale shows them all
+    line_plot(series, os.path.join(out_dir, "error_vs_budget.png"), "budget (single-model budgets B)", label, title=title, yerr=errs,
+              logy=spread and not regression)
+    curves = {}
+    for m in methods:
+        mine = [r for r in ok if r["method"] == m]
+        if not mine:
+            continue
+        top = max(r["budget"] for r in mine)
+        runs = [r["test"]["size_curve"] for r in mine if r["budget"] == top]
+        n = min(len(c["members"]) for c in runs)
+        if n < 2:
+            continue
+        metric = "nll" if regression else "error"
+        curves[f"{m} ({top}B)"] = {
+            "members": list(range(1, n + 1)),
+            metric: [sum(c["nll"][k] if regression else 100.0 * (1.0 - c["accuracy"][k]) for c in runs) / len(runs) for k in range(n)],
+        }
+    if curves:
+        size_curve_plot(curves, os.path.join(out_dir, "error_vs_members.png"), metric="nll" if regression else "error",
+                        title=f"{title}: {label} vs members (mean over seeds)")
+    from ..report.pareto import pareto_plot
+
+    pareto_plot(ok, methods, os.path.join(out_dir, "pareto.png"), title=f"{title}: {'RMSE' if regression else 'error'} and NLL against cost")
+    if not regression:
+        _uncertainty_plots(ok, methods, max(budgets), out_dir, title)
+    else:
+        from ..report.regression_uncertainty_plots import regression_uncertainty_plots
+
+        regression_uncertainty_plots(ok, methods, max(budgets), out_dir, title)
 
 
 def _uncertainty_plots(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], top: int, out_dir: str, title: str) -> None:

@@ -120,7 +120,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         **dict(extra or {}),
     }
     if plots:
-        _standard_plots(method, data, rd, test, uncertainty, test_pd.probs)
+        _standard_plots(method, data, rd, test, uncertainty, test_pd)
     if "tensorboard" in method.train_config_.loggers:
         from ..training.tracking import log_result
 
@@ -143,19 +143,43 @@ def _name_of(obj: Any) -> str:
 
 
 def _standard_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any], uncertainty: Mapping[str, Any],
-                    probs: Any) -> None:
+                    pd: Any) -> None:
     from ..metrics.calibration import scale_probs
     from ..report.plots import reliability_diagram, size_curve_plot, training_curves
     from ..report.uncertainty_plots import run_plots
 
+    if method.history_:
+        training_curves(method.history_, rd.file("training_curves.png"), title=method.name)
+    if data.is_regression:
+        _regression_plots(method, data, rd, test, pd)
+        return
+    probs = pd.probs
     y = data.test.tensors()[1]
     cal = uncertainty.get("calibration")
     calibrated = scale_probs(probs.mean(0), cal["pool_then_calibrate"]["temperature"]) if cal else None
     reliability_diagram(probs.mean(0), y, rd.file("reliability.png"), title=f"{method.name}: test reliability", calibrated=calibrated)
     run_plots(uncertainty, rd, title=method.name)
     size_curve_plot({method.name: test["size_curve"]}, rd.file("size_curve.png"), title=f"{method.name}: test error vs members")
-    if method.history_:
-        training_curves(method.history_, rd.file("training_curves.png"), title=method.name)
+
+
+def _regression_plots(method: Method, data: Data, rd: RunDir, test: Mapping[str, Any], pd: Any) -> None:
+    """Quantile calibration (raw and variance-scaled), NLL vs members and, for one input feature,
+    the predictive band (aleatoric and epistemic shaded apart)."""
+    from ..metrics.regression_calibration import quantile_calibration, scale_variance
+    from ..report.regression_plots import predictive_band, regression_calibration_plot, regression_size_curve_plot
+
+    x, y = data.test.tensors()
+    curves = {"raw": quantile_calibration(pd, y)}
+    cal = test.get("calibrated")
+    if cal:
+        curves[f"variance-scaled (x{cal['variance_scale']:.3g})"] = quantile_calibration(scale_variance(pd, cal["variance_scale"]), y)
+    regression_calibration_plot(curves, rd.file("calibration.png"), title=f"{method.name}: test quantile calibration")
+    regression_size_curve_plot({method.name: test["size_curve"]}, rd.file("size_curve.png"), metric="nll",
+                               title=f"{method.name}: test NLL vs members")
+    if x[0].numel() == 1 and pd.mean.dim() == 2:
+        train = data.train.tensors()
+        predictive_band(pd, x.reshape(-1), rd.file("band.png"), train=(train[0].reshape(-1), train[1]),
+                        title=f"{method.name}: predictive mean ± 2 std")
 
 
 def load_row(run_dir: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ def build_method(method: MethodConfig, model: Mapping[str, Any] | None, train: M
 
 def default_run_name(cfg: RunConfig) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    data = cfg.data.name or os.path.splitext(os.path.basename(cfg.data.npz or "data"))[0]
+    data = cfg.data.name or os.path.splitext(os.path.basename(cfg.data.npz or cfg.data.csv or "data"))[0]
     spec = cfg.method.model or cfg.model
     model = spec.name or (spec.factory or "model").split(":")[-1]
     return cfg.name or f"{cfg.method.display}-{model}-{data}-s{cfg.seed}-{stamp}"

@@ -28,9 +28,12 @@ from ..training.checkpoint import RunDir
 from ..schema import StrictModel, format_validation_error
 from ..training.config import TrainConfig
 
-__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "with_wrapper"]
+__all__ = ["Method", "METHODS", "register_method", "create_method", "list_methods", "check_model_fits", "build_member", "with_wrapper", "BOTH_TASKS"]
 
 METHODS: Registry[type["Method"]] = Registry("method", discover=("ensemblekit.methods",))
+
+BOTH_TASKS = ("classification", "regression")
+"""``Method.tasks`` of a method that trains on class labels and on regression targets alike."""
 
 
 def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
@@ -67,8 +70,11 @@ def build_member(factory: ModelFactory) -> torch.nn.Module:
         raise ConfigError(f"model {factory.label!r} could not be built: {type(exc).__name__}: {exc}") from exc
 
 
-def check_model_fits(factory: ModelFactory, data: Data) -> None:
-    """Dry-run one member on two training examples; a clear DataError if the shapes do not fit."""
+def check_model_fits(factory: ModelFactory, data: Data, width: int | None = None) -> None:
+    """Dry-run one member on two training examples; a clear DataError if the shapes do not fit.
+
+    ``width``: the outputs a member must have (default ``data.num_classes``; for regression
+    2*D for a mean-variance head, D for a means-only one: :func:`~ensemblekit.training.tasks.head_width`)."""
     x = data.train.x[:2] if data.train.in_memory else data.train.tensors()[0][:2]
     module = build_member(factory)
     module.eval()
@@ -79,9 +85,12 @@ def check_model_fits(factory: ModelFactory, data: Data) -> None:
         raise DataError(
             f"model {factory.label!r} cannot take {data.name} examples of shape {tuple(data.input_shape)}: {exc}"
         ) from exc
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], data.num_classes):
+    width = data.num_classes if width is None else width
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], width):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise DataError(f"model {factory.label!r} outputs {shape} for a batch of 2; expected (2, {data.num_classes}) for {data.num_classes} classes")
+        what = (f"{data.num_classes} classes" if not data.is_regression else
+                f"{data.num_outputs} target(s): {'means only (train.loss: mse)' if width == data.num_outputs else 'a mean and a variance each'}")
+        raise DataError(f"model {factory.label!r} outputs {shape} for a batch of 2; expected (2, {width}) for {what}")
 
 
 def with_wrapper(model: Any, key: str, value: Any) -> Any:
@@ -204,13 +213,16 @@ class Method:
         from ..data.batching import steps_per_epoch
         from ..training.probe import probe_training
 
+        from ..training.tasks import check_task, head_width
+
         self.validate()
         if data.task not in self.tasks:
             raise ConfigError(f"{self.name} trains on {' and '.join(self.tasks)} data, and this data is {data.task} "
-                              f"({'float targets' if data.is_regression else 'class labels'}); regression training is not "
-                              "available yet (set data.task: classification if the targets are class indices)")
-        factory = model_factory(self._model(), input_shape=data.input_shape, num_classes=data.num_classes)
-        check_model_fits(factory, data)
+                              f"({'float targets' if data.is_regression else 'class labels'}); methods for regression: "
+                              f"{', '.join(n for n in METHODS.names() if data.task in METHODS.get(n).tasks)}")
+        check_task(self.train_config_, data)
+        factory = self._factory(data)
+        check_model_fits(factory, data, head_width(self.train_config_, data))
         probe_training(self.train_config_, data, steps_per_epoch(data.train, self.train_config_.batch_size))
         cfg = self.train_config_
         if cfg.member_chunk is not None or cfg.devices or cfg.early_stopping is not None:
@@ -233,7 +245,7 @@ class Method:
         from ..training.flops import epoch_flops
 
         self.validate()
-        factory = model_factory(self._model(), input_shape=data.input_shape, num_classes=data.num_classes)
+        factory = self._factory(data)
         with torch.random.fork_rng(devices=[]):
             model = self._trainable(factory, data)
         if model is None:
@@ -252,6 +264,16 @@ class Method:
         """The model description the members are built from (default: ``model`` as given;
         a method may add a registered wrapper, see :func:`with_wrapper`)."""
         return self.model
+
+    def _factory(self, data: Data) -> ModelFactory:
+        """The members' factory for ``data``: C outputs for classification; for regression the
+        model's final layer made a ``gaussian`` head for the data's D targets (learned variance,
+        or means only with ``train.loss: mse``) unless the model spec sets ``gaussian`` itself."""
+        model = self._model()
+        spec = model.spec if isinstance(model, ModelFactory) else model
+        if data.is_regression and not (isinstance(spec, Mapping) and "gaussian" in spec):
+            model = with_wrapper(model, "gaussian", "none" if self.train_config_.loss == "mse" else "learned")
+        return model_factory(model, input_shape=data.input_shape, num_classes=data.num_outputs if data.is_regression else data.num_classes)
 
     def fit(self, data: Data, *, run_dir: str | None = None, resume: bool = True, callbacks: Sequence[Callback] = (),
             cache_dir: str | None = None, backend: Any = None) -> "Method":
@@ -285,9 +307,35 @@ class Method:
         self.cache_dir_ = cache_dir if cache_dir is not None else (run.file("cache") if run is not None else None)
         self.backend_ = backend
         start = time.perf_counter()
-        self._fit(data, factory, run)
+        train_data, scaling = self._task_data(data)
+        self._fit(train_data, factory, run)
+        if data.is_regression:
+            self.ensemble_.readout = self._readout(train_data, scaling)
         self.cost_["fit_s"] = time.perf_counter() - start
         return self
+
+    def _task_data(self, data: Data) -> tuple[Data, Any]:
+        """The data the members train on: regression data standardised with its training split's
+        statistics (``train.standardize``, the default), which the ensemble then carries."""
+        if not (data.is_regression and self.train_config_.standardize):
+            return data, None
+        from ..data.scaling import standardize
+
+        return standardize(data)
+
+    def _readout(self, train_data: Data, scaling: Any) -> Any:
+        """The fitted ensemble's readout: regression outputs in the data's own units; a means-only
+        head's noise variance is the mean squared residual of its members on the training split."""
+        from ..evaluation.forward import predictive
+        from ..metrics.head_outputs import Readout
+
+        readout = Readout.for_data(train_data, scaling=scaling)
+        if self.train_config_.loss != "mse":
+            return readout
+        means = predictive(self.ensemble_, train_data.train, readout=Readout.for_data(train_data)).mean
+        y = train_data.train.tensors()[1].to(means.device)
+        residual = (means - y).square().mean(dim=(0, 1)).reshape(-1)  # per output, over members and examples
+        return readout.with_noise(residual.tolist())
 
     @property
     def train_seconds_(self) -> float:
@@ -322,9 +370,19 @@ class Method:
         """Write method-specific tables and plots into a run directory (default: nothing)."""
 
     def predict_proba(self, x: Any) -> torch.Tensor:
-        """Per-member probabilities ``(M, N, C)`` of the fitted ensemble."""
+        """Per-member probabilities ``(M, N, C)`` of the fitted ensemble (classification)."""
         self._check_fitted()
         return self.ensemble_.predict_proba(x)
+
+    def predictive(self, x: Any, batch_size: int = 1024) -> Any:
+        """The fitted ensemble's members' predictive on ``x`` (a tensor or a Split, in the data's
+        units): a :class:`~ensemblekit.metrics.predictive.Categorical` for classification, a
+        :class:`~ensemblekit.metrics.predictive.Gaussian` (means and variances in the targets'
+        units) for regression."""
+        from ..evaluation.forward import predictive
+
+        self._check_fitted()
+        return predictive(self.ensemble_, x, batch_size=batch_size)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ensemble_"):

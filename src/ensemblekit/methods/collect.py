@@ -139,8 +139,8 @@ def plot_policy(method: Any, spe: int, path: str) -> None:
 
 def collection_report(method: Any, run: Any, data: Any) -> None:
     """Plots of a collected trajectory (the FGE paper's figure): the policy with the collection
-    points, each member's test error and the ensemble's as members are added, and the
-    distances in weight space between members (``members.json`` holds the numbers)."""
+    points, each member's test error and the ensemble's as members are added (regression: the
+    test NLL), and the distances in weight space between members (``members.json`` holds the numbers)."""
     from ..data.batching import steps_per_epoch
     from ..evaluation.evaluate import evaluate
     from ..report.plots import line_plot, matrix_plot
@@ -150,11 +150,16 @@ def collection_report(method: Any, run: Any, data: Any) -> None:
     plot_policy(method, steps_per_epoch(data.train, method.train_config_.batch_size), run.file("lr_schedule.png"))
     res = evaluate(ens, data.test)
     k = list(range(1, len(ens) + 1))
-    member_err = [100 * (1 - a) for a in res["members"]["accuracy"]]
-    ens_err = [100 * (1 - a) for a in res["size_curve"]["accuracy"]]
+    if data.is_regression:
+        member_err, ens_err, label, key = res["members"]["nll"], res["size_curve"]["nll"], "test NLL", "nll"
+    else:
+        member_err = [100 * (1 - a) for a in res["members"]["accuracy"]]
+        ens_err = [100 * (1 - a) for a in res["size_curve"]["accuracy"]]
+        label, key = "test error (%)", "error"
     line_plot({"each member": (k, member_err), "ensemble of the first k": (k, ens_err)}, run.file("members.png"),
-              "member (in order of collection)", "test error (%)", title=f"{method.name}: collected members")
+              "member (in order of collection)", label, title=f"{method.name}: collected members")
     dist = member_distances(ens)
     epochs = [info.get("epoch", "") for info in ens.members_info]
     matrix_plot(dist, run.file("distances.png"), labels=[f"ep {e}" for e in epochs], title=f"{method.name}: L2 distance between members", cbar="||w_i - w_j||")
-    write_json(run.file("members.json"), {"epochs": epochs, "member_test_error": member_err, "ensemble_test_error": ens_err, "distances": dist.tolist()})
+    write_json(run.file("members.json"), {"epochs": epochs, f"member_test_{key}": member_err, f"ensemble_test_{key}": ens_err,
+                                          "distances": dist.tolist()})

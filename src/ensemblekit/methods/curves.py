@@ -16,8 +16,9 @@ from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
 from ..schema import StrictModel
 from ..training.config import PenaltyConfig, TrainConfig
-from ..training.engine import cross_entropy_per_member, resolve_device
-from .base import Method, register_method
+from ..training.engine import resolve_device
+from ..training.tasks import task_loss
+from .base import BOTH_TASKS, Method, register_method
 
 __all__ = ["CurveEnsemble", "CurveParams", "curve_stage_config"]
 
@@ -92,6 +93,8 @@ class CurveEnsemble(Method):
         >>> m.curve_.point(0.5)   # the weights at the middle of the curve
     """
 
+    tasks = BOTH_TASKS  # classification and regression (a Gaussian head: docs/regression.md)
+
     Params = CurveParams
     test_params = {"members": 2}
 
@@ -135,11 +138,14 @@ class CurveEnsemble(Method):
         curve = self._curve(data, factory, run, wd).to(resolve_device(cfg.device))
         # the curve has no per-epoch validation: BatchNorm statistics are only right after a pass at fixed t
         self.curve_ = self._train_stage(curve, dataclasses.replace(data, val=None), run, "curve", config=cfg,
-                                        loss_for=lambda c: c.regularized(cross_entropy_per_member))
+                                        loss_for=lambda c: c.regularized(task_loss(cfg, data)))
         self.ensemble_ = self._measured("points_bn", lambda: curve_ensemble(self.curve_, self.params_.members, data.train))
 
     def report(self, run: RunDir, data: Data) -> None:
-        """Evaluate the curve and the straight line on the t grid; write ``curve.json`` and the plots."""
+        """Evaluate the curve and the straight line on the t grid; write ``curve.json`` and the plots
+        (classification: test error and NLL along t; a regression run has its row's metrics only)."""
+        if data.is_regression:
+            return
         from ..report.curve_report import write_curve_report
 
         write_curve_report({self.curve_.curve_name: self.curve_}, data, run.file("curve"), grid=self.params_.grid)

@@ -12,7 +12,7 @@ from ..models.registry import ModelFactory
 from ..training.checkpoint import RunDir
 from ..schema import StrictModel
 from ..training.config import TrainConfig
-from .base import Method, register_method
+from .base import BOTH_TASKS, Method, register_method
 
 __all__ = ["Independent"]
 
@@ -39,6 +39,8 @@ class Independent(Method):
         >>> ind.ensemble_.predict_proba(data.test.x).shape
         torch.Size([5, 1000, 10])
     """
+
+    tasks = BOTH_TASKS  # classification and regression (a Gaussian head: docs/regression.md)
 
     class Params(StrictModel):
         members: int = Field(5, ge=1)

@@ -19,7 +19,7 @@ from ..models.registry import ModelFactory
 from ..seeding import derive_seed
 from ..training.checkpoint import RunDir
 from ..training.config import TrainConfig
-from .base import Method
+from .base import BOTH_TASKS, Method
 
 __all__ = ["OneNetworkMethod", "SharedNetworkMethod", "single_run_budget"]
 
@@ -31,6 +31,8 @@ def single_run_budget(budget: int, train: TrainConfig) -> dict[str, Any]:
 
 class OneNetworkMethod(Method):
     """A method that trains one network: budget kB is one run of k·E epochs."""
+
+    tasks = BOTH_TASKS  # classification and regression (a Gaussian head: docs/regression.md)
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:

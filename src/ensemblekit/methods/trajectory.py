@@ -35,7 +35,7 @@ from ..training.checkpoint import RunDir
 from ..training.config import TrainConfig
 from ..training.optim import optimizer_lr
 from ..training.schedules import Schedule, build_schedule, constant, cosine_restarts, fge_triangle, join
-from .base import Method
+from .base import BOTH_TASKS, Method
 
 __all__ = ["CollectionPoints", "Policy", "CyclicSchedule", "RestartsSchedule", "TrajectoryMethod", "cyclic_budget", "trajectory_start"]
 
@@ -224,6 +224,8 @@ class TrajectoryMethod(Method):
     collection points) and :meth:`finish` (the ensemble made of it); :meth:`start` is the
     trajectory's first point (default: one fresh network, no warm start).
     """
+
+    tasks = BOTH_TASKS  # classification and regression (a Gaussian head: docs/regression.md)
 
     stage: ClassVar[str] = "trajectory"
 

@@ -256,6 +256,13 @@ class Gaussian:
         return int(self.mean.shape[1])
 
     @property
+    def probs(self) -> torch.Tensor:
+        """Not defined: a regression predictive has no class probabilities (the one-line error
+        every ``predict_proba`` of a regression predictor gives)."""
+        raise DataError("this predictor regresses: it has no class probabilities; use ensemblekit.predictive(pred, x) "
+                        "(or method.predictive(x)) for its members' Gaussian means and variances")
+
+    @property
     def num_outputs(self) -> int:
         """D, the target dimensions (1 for ``(M, N)``)."""
         return int(self.mean.shape[2]) if self.mean.dim() == 3 else 1

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .plots import new_figure, save_figure
-from .tables import mean_std
+from .tables import is_regression, mean_std
 
 __all__ = ["pareto_plot", "pareto_front"]
 
@@ -30,11 +30,14 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def pareto_plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: str | os.PathLike[str], title: str = "") -> str:
-    """Write the 2 x 2 figure (error, NLL) x (training FLOPs, inference FLOPs per example); returns the path."""
+    """Write the 2 x 2 figure (error, NLL) x (training FLOPs, inference FLOPs per example); returns the path
+    (for regression rows RMSE and NLL)."""
     ok = [r for r in rows if "failed" not in r and "skipped" not in r and r.get("cost", {}).get("train_flops")]
     fig = new_figure((10.0, 7.5))
     axes = fig.subplots(2, 2)
-    panels = [("train_flops", "error", "training FLOPs", "test error (%)"), ("inference_flops", "error", "inference FLOPs per example", "test error (%)"),
+    point = "rmse" if is_regression(ok) else "error"
+    plabel = "test RMSE" if point == "rmse" else "test error (%)"
+    panels = [("train_flops", point, "training FLOPs", plabel), ("inference_flops", point, "inference FLOPs per example", plabel),
               ("train_flops", "nll", "training FLOPs", "test NLL"), ("inference_flops", "nll", "inference FLOPs per example", "test NLL")]
     for ax, (cost, metric, xlabel, ylabel) in zip(axes.flat, panels):
         everything = []
@@ -42,7 +45,7 @@ def pareto_plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path:
             by_budget: dict[int, list[tuple[float, float]]] = defaultdict(list)
             for r in ok:
                 if r["method"] == m:
-                    y = 100.0 * (1 - r["test"]["accuracy"]) if metric == "error" else r["test"]["nll"]
+                    y = 100.0 * (1 - r["test"]["accuracy"]) if metric == "error" else r["test"][metric]
                     by_budget[int(r["budget"])].append((float(r["cost"][cost]), float(y)))
             if not by_budget:
                 continue

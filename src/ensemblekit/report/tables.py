@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-__all__ = ["mean_std", "grid", "markdown_table", "comparison_markdown", "human"]
+__all__ = ["mean_std", "grid", "markdown_table", "comparison_markdown", "human", "is_regression", "headline_metric", "metric_specs"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -35,6 +35,7 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def mean_std_cell(values: list[float] | None, digits: int) -> str:
+    values = [v for v in values or [] if not math.isnan(v)]
     if not values:
         return "—"
     m, s = mean_std(values)
@@ -53,6 +54,53 @@ def human(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def is_regression(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether the rows are of a regression task (their test metrics are a Gaussian's: ``rmse``)."""
+    return any("rmse" in (r.get("test") or {}) for r in rows)
+
+
+def headline_metric(rows: Sequence[Mapping[str, Any]]) -> tuple[str, Callable[[Mapping[str, Any]], float]]:
+    """The one number a plot of these rows shows: test error (%) for classification, test NLL for regression."""
+    if is_regression(rows):
+        return "test NLL", lambda r: r["test"]["nll"]
+    return "test error (%)", lambda r: 100.0 * (1.0 - r["test"]["accuracy"])
+
+
+def _scaled(r: Mapping[str, Any], key: str, level: str | None = None) -> float:
+    cal = r["test"].get("calibrated")
+    if not cal:
+        return math.nan
+    return cal[key][level] if level is not None else cal[key]
+
+
+_CLASSIFICATION_SPECS: list[tuple[str, Callable[[Mapping[str, Any]], float], int]] = [
+    ("Test error (%)", lambda r: 100.0 * (1.0 - r["test"]["accuracy"]), 2),
+    ("Test NLL", lambda r: r["test"]["nll"], 3),
+    ("Test ECE (%)", lambda r: 100.0 * r["test"]["ece"], 2),
+]
+
+_REGRESSION_SPECS: list[tuple[str, Callable[[Mapping[str, Any]], float], int]] = [
+    ("Test RMSE", lambda r: r["test"]["rmse"], 3),
+    ("Test NLL (Gaussian mixture)", lambda r: r["test"]["nll"], 3),
+    ("Test CRPS", lambda r: r["test"]["crps"], 3),
+    ("Test PICP at 95% (%)", lambda r: 100.0 * r["test"]["picp"]["0.95"], 1),
+    ("Test MPIW at 95%", lambda r: r["test"]["mpiw"]["0.95"], 3),
+    ("Test NLL, variance-scaled", lambda r: _scaled(r, "nll"), 3),
+    ("Test CRPS, variance-scaled", lambda r: _scaled(r, "crps"), 3),
+    ("Test PICP at 95% (%), variance-scaled", lambda r: 100.0 * _scaled(r, "picp", "0.95"), 1),
+    ("Test MPIW at 95%, variance-scaled", lambda r: _scaled(r, "mpiw", "0.95"), 3),
+]
+
+
+def metric_specs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Callable[[Mapping[str, Any]], float], int]]:
+    """The metric tables of a comparison: ``(title, row -> value, digits)``, by the rows' task, then
+    training seconds and members. Regression: the Deep Ensembles protocol's RMSE and NLL
+    (Lakshminarayanan et al. 2017), CRPS, the 95% interval's coverage and width, and the same
+    after variance scaling fitted on the validation split."""
+    task = _REGRESSION_SPECS if is_regression(rows) else _CLASSIFICATION_SPECS
+    return [*task, ("Training wall-clock (s)", lambda r: r["wall_s"], 1), ("Members", lambda r: r["members"], 0)]
+
+
 def _cost_cell(values: list[float | None] | None) -> str:
     """Mean of a cost that barely varies over seeds (parameters, FLOPs), in engineering units."""
     if not values or any(v is None for v in values):
@@ -66,7 +114,7 @@ def _reference_curves(rows: Sequence[Mapping[str, Any]], reference: Callable[[Ma
     The reference rows (``reference(row)``: k independently trained members, the deep
     ensemble) give k members where the table has a row of k (so the reference reads exactly
     k), else the first k members of the largest reference row of that seed."""
-    ind = [r for r in rows if r.get("test", {}).get("calibrated") and reference(r)]
+    ind = [r for r in rows if (r.get("test", {}).get("calibrated") or {}).get("size_curve") and reference(r)]
     out: dict[int, list[float]] = {}
     for seed in {r["seed"] for r in ind}:
         mine = [r for r in ind if r["seed"] == seed]
@@ -94,6 +142,8 @@ def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets:
     for r in rows:
         cal = r.get("test", {}).get("calibrated")
         ref = refs.get(r["seed"])
+        if cal and "temperature" not in cal:  # a regression row's variance scaling: no calibrated size curve
+            continue
         if cal and ref:
             g[(r["method"], int(r["budget"]))].append(deep_ensemble_equivalent(cal["nll"], ref[:k_max]))
 
@@ -111,21 +161,18 @@ def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets:
 
 def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "",
                         reference: Callable[[Mapping[str, Any]], bool] | None = None) -> str:
-    """The comparison report, mean ± std over seeds: test error %, NLL, ECE, training seconds,
-    members; then the cost: parameters of the predicting ensemble, measured training FLOPs
+    """The comparison report, mean ± std over seeds: test error %, NLL, ECE (for regression RMSE,
+    NLL, CRPS, 95% coverage and width, raw and variance-scaled: :func:`metric_specs`), training
+    seconds, members; then the cost: parameters of the predicting ensemble, measured training FLOPs
     and inference FLOPs per example (means over seeds); with ``reference`` (which rows are k
     independently trained members) the deep-ensemble equivalent of every method."""
     seeds = sorted({r["seed"] for r in rows})
+    splits = sorted({r["split"] for r in rows if r.get("split") is not None})
     parts = [f"# {title}".rstrip() if title else "# Comparison", ""]
-    parts.append(f"Mean ± sample std over {len(seeds)} seed(s) {seeds}; budget kB = k times the cost of one model trained with the shared `train` settings.")
+    over = f"{len(seeds)} seed(s) {seeds}" + (f" x {len(splits)} random train/test splits" if splits else "")
+    parts.append(f"Mean ± sample std over {over}; budget kB = k times the cost of one model trained with the shared `train` settings.")
     parts.append("")
-    specs = [
-        ("Test error (%)", lambda r: 100.0 * (1.0 - r["test"]["accuracy"]), 2),
-        ("Test NLL", lambda r: r["test"]["nll"], 3),
-        ("Test ECE (%)", lambda r: 100.0 * r["test"]["ece"], 2),
-        ("Training wall-clock (s)", lambda r: r["wall_s"], 1),
-        ("Members", lambda r: r["members"], 0),
-    ]
+    specs = metric_specs(rows)
     header = ["method", *[f"{b}B" for b in budgets]]
     for name, fn, digits in specs:
         g = grid(rows, fn)

@@ -63,7 +63,7 @@ class EarlyStoppingConfig(StrictModel):
     """Stop when no member's validation metric improved for ``patience`` evaluations; restore each member's best weights."""
 
     patience: int = Field(5, ge=1)
-    metric: Literal["val_nll", "val_acc"] = "val_nll"
+    metric: Literal["val_nll", "val_acc", "val_rmse"] = "val_nll"
     min_delta: float = Field(0.0, ge=0)
 
 
@@ -114,6 +114,16 @@ class TrainConfig(StrictModel):
         loggers: experiment trackers, ``[tensorboard]``: per-epoch scalars per member and
             for the ensemble, the size curve, the reliability diagram and the run's
             hyperparameters under ``RUN_DIR/tensorboard`` (:mod:`ensemblekit.training.tracking`).
+        loss: each member's training loss: ``auto`` (cross-entropy for classification, the
+            Gaussian NLL of a mean-variance head for regression), ``cross_entropy``, or for
+            regression ``nll``, ``beta_nll`` (Seitzer et al., ICLR 2022) or ``mse`` (a
+            means-only head: the members' spread is then the only epistemic uncertainty, and
+            each member's noise variance is its mean squared training residual).
+            :mod:`ensemblekit.training.tasks`.
+        beta: beta-NLL's exponent in [0, 1] (default 0.5; 0 is the NLL, 1 weighs like MSE).
+        standardize: regression only: scale inputs and targets by the training split's mean
+            and std before training (default true); the statistics are saved with the
+            ensemble and every prediction, metric and export is in the original units.
     """
 
     epochs: int = Field(30, ge=1)
@@ -137,6 +147,9 @@ class TrainConfig(StrictModel):
     compile: bool = False
     devices: list[str] | None = None
     loggers: list[str] = Field(default_factory=list)
+    loss: Literal["auto", "cross_entropy", "nll", "beta_nll", "mse"] = "auto"
+    beta: float = Field(0.5, ge=0, le=1)
+    standardize: bool = True
 
     @field_validator("loggers")
     @classmethod

@@ -23,7 +23,8 @@ class EarlyStopping(Callback):
     (``early_stopping`` in the last epoch's record).
 
     Args:
-        config: patience, metric (``val_nll``: lower is better; ``val_acc``: higher) and
+        config: patience, metric (``val_nll``, and for regression ``val_rmse``: lower is
+            better; ``val_acc`` of a classifier: higher) and
             ``min_delta`` (the smallest change that counts as an improvement).
     """
 
@@ -44,17 +45,17 @@ class EarlyStopping(Callback):
             raise ConfigError("early_stopping needs a validation split (data val_fraction > 0 or x_val/y_val)")
         if self.best is None:
             m = trainer.ensemble.num_members
-            sign = 1.0 if self.config.metric == "val_nll" else -1.0
+            sign = -1.0 if self.config.metric == "val_acc" else 1.0
             self.best = torch.full((m,), sign * float("inf"))
             self.best_epoch, self.wait = [0] * m, [0] * m
             self.snapshot = {k: v.detach().clone() for k, v in trainer.ensemble.state_tensors().items()}
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, Any]) -> None:
-        key = "val_member_nll" if self.config.metric == "val_nll" else "val_member_accs"
+        key = {"val_nll": "val_member_nll", "val_acc": "val_member_accs", "val_rmse": "val_member_rmse"}[self.config.metric]
         if key not in logs or self.best is None:
             return
         values = torch.tensor(logs[key], dtype=torch.float64)
-        better = values < self.best - self.config.min_delta if self.config.metric == "val_nll" else values > self.best + self.config.min_delta
+        better = values > self.best + self.config.min_delta if self.config.metric == "val_acc" else values < self.best - self.config.min_delta
         state = trainer.ensemble.state_tensors()
         slices = trainer.ensemble.member_slices()
         for m, improved in enumerate(better.tolist()):

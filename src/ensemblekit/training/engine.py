@@ -20,7 +20,6 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._runtime import tune_allocator
@@ -28,8 +27,7 @@ from ..data.augment import mixup
 from ..data.batching import Batch
 from ..data.dataset import Data
 from ..errors import DataError, NonFiniteLossError
-from ..metrics.classification import accuracy, nll
-from ..evaluation.forward import predictive
+from ..metrics.head_outputs import Readout
 from ..seeding import derive_seed
 from ..threads import follow_load
 from .callbacks import Callback
@@ -41,22 +39,13 @@ from .chunks import check_member_chunk, chunked_losses, probe_member_chunk
 from .precision import autocast
 from .protocol import TrainableModel, check_trainable
 from .schedules import Schedule, lambda_lr
+from .tasks import cross_entropy_per_member, statistic_logs, step_statistic, task_loss, validation_logs
 from .wiring import (LossFn, build_batcher, build_forward, build_optimization, build_transforms, place_model, resolve_device,
                      stage_callbacks, stage_loss, stage_schedule, train_config)
 
 __all__ = ["Trainer", "cross_entropy_per_member", "resolve_device", "LossFn"]
 
 _STATE_KEYS = ("ensemble", "optimizer", "rng", "callbacks", "epoch", "step", "wall_s", "finished", "history")
-
-
-def cross_entropy_per_member(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy of each member: logits ``(M, B, C)`` -> ``(M,)``."""
-    m, b, c = logits.shape
-    y = batch.y.reshape(-1) if batch.per_member else batch.y.repeat(m)
-    return F.cross_entropy(logits.reshape(m * b, c), y, reduction="none").reshape(m, b).mean(1)
-
-
-cross_entropy_per_member.member_wise = True  # type: ignore[attr-defined]  # member m's loss reads only its logits
 
 
 def _along_batch(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
@@ -81,7 +70,8 @@ class Trainer:
         seed: the run seed; data orders derive from it.
         run: a :class:`RunDir` for checkpoints and logs (``None``: in memory only).
         stage: the stage name (checkpoint file and log tag).
-        loss_fn: ``(logits (M,B,C), batch) -> (M,)`` per-member losses (default: cross-entropy).
+        loss_fn: ``(logits (M,B,C), batch) -> (M,)`` per-member losses (default: ``train.loss``
+            for the data's task, :func:`ensemblekit.training.tasks.task_loss`).
         loss_for: instead of ``loss_fn``, a function of the model being trained (the copy on
             the training device) returning its loss: for losses that read the model's own
             state (a hypernetwork's KL term, a curve's weight decay at the sampled point).
@@ -121,7 +111,8 @@ class Trainer:
         check_trainable(model)
         self.model, self.device = place_model(model, self.config, stage)
         self.data, self.seed, self.run, self.stage = data, int(seed), run, stage
-        self.loss_fn = stage_loss(self.model, stage, loss_fn, loss_for, default=cross_entropy_per_member)
+        self.readout = Readout.for_data(data)  # the outputs in the units the model trains in (tasks.py)
+        self.loss_fn = stage_loss(self.model, stage, loss_fn, loss_for, default=task_loss(self.config, data))
         self.callbacks = stage_callbacks(self.config, self.model, run, stage, callbacks)
         self.resume, self.warm_start = resume, warm_start
         self.batcher = build_batcher(data, self.config, self.model.num_members, derive_seed(self.seed, stage, "data"), self.device)
@@ -293,7 +284,8 @@ class Trainer:
 
     def _train_epoch(self, scheduler: torch.optim.lr_scheduler.LambdaLR, bar: tqdm) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The steps of one epoch (from where a resumed stage stopped); returns each member's
-        summed loss ``(M,)`` and correct count ``(M,)`` over the ``seen`` examples."""
+        summed loss ``(M,)`` and training statistic ``(M,)`` (correct count, or squared error of
+        regression means: :func:`~ensemblekit.training.tasks.step_statistic`) over the ``seen`` examples."""
         ens, m = self.model, self.model.num_members
         ens.train()
         loss_sum = torch.zeros(m, device=self.device)
@@ -309,11 +301,10 @@ class Trainer:
             self.step += 1
             self._follow_load()
             with torch.no_grad():
-                n = used.y.shape[-1]
+                n = used.y.shape[1] if used.per_member else used.y.shape[0]
                 self.examples_seen += n
                 loss_sum += losses.detach() * n
-                y = used.y if used.per_member else used.y.unsqueeze(0)
-                correct += (logits.argmax(-1) == y).sum(-1)
+                correct += step_statistic(logits, used, self.readout)
                 seen += n
             for cb in self.callbacks:
                 cb.on_step_end(self, self.step, batch)
@@ -329,7 +320,7 @@ class Trainer:
             "step": self.step,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": (loss_sum / max(seen, 1)).mean().item(),
-            "train_acc": (correct / max(seen, 1)).mean().item(),
+            **statistic_logs(correct, seen, self.readout),
         }
         if self.data.val is not None and (self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs):
             logs.update(self.evaluate_val())
@@ -392,27 +383,15 @@ class Trainer:
             return step()
         with flop_counter() as counter:
             out = step()
-        self.flops_per_step, self.examples_per_step = float(counter.get_total_flops()), int(out[2].y.shape[-1])
+        used = out[2]
+        self.flops_per_step = float(counter.get_total_flops())
+        self.examples_per_step = int(used.y.shape[1] if used.per_member else used.y.shape[0])
         return out
 
     @torch.no_grad()
     def evaluate_val(self) -> dict[str, Any]:
-        """Validation accuracy and NLL of the ensemble, the mean member and each member."""
-        probs = predictive(self.model, self.data.val, self.tta, cpu=False).probs  # type: ignore[arg-type]
-        if not torch.isfinite(probs).all():
-            bad = [m for m in range(probs.shape[0]) if not torch.isfinite(probs[m]).all()]
-            raise NonFiniteLossError(f"{self.stage}: the validation outputs became non-finite after epoch {self.epoch} "
-                                     f"(member(s) {bad}){self._kept()}; lower the learning rate or set train.grad_clip")
-        y = self.data.val.tensors()[1].to(probs.device)  # type: ignore[union-attr]
-        mean = probs.mean(0)
-        member_acc, member_nll = accuracy(probs, y), nll(probs, y)
-        return {
-            "val_acc": float(accuracy(mean, y)),
-            "val_nll": float(nll(mean, y)),
-            "val_member_acc": float(member_acc.mean()),
-            "val_member_accs": [round(float(v), 6) for v in member_acc],
-            "val_member_nll": [round(float(v), 6) for v in member_nll],
-        }
+        """Validation metrics of the ensemble and each member (:func:`~ensemblekit.training.tasks.validation_logs`)."""
+        return validation_logs(self.model, self.data, self.tta, self.readout, self.stage, self.epoch, self._kept())
 
     def _targets(self, batch: Batch) -> Batch:
         """The batch with the labels of the examples the model's last forward really used
@@ -421,7 +400,7 @@ class Trainer:
         if targets is None:
             return batch
         y = targets(batch.y)
-        return batch if y is batch.y else Batch(batch.x, y, None)
+        return batch if y is batch.y else Batch(batch.x, y, None, batch.target_dims)
 
     def _inputs(self, batch: Batch) -> tuple[torch.Tensor, tuple[Batch, torch.Tensor] | None]:
         """The step's (augmented, mixed) inputs and, with mixup, the partner batch and lambda."""
@@ -429,7 +408,7 @@ class Trainer:
         if self.config.mixup <= 0:
             return x, None
         x, perm, lam = mixup(x, batch.y, self.config.mixup)
-        partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None)
+        partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None, batch.target_dims)
         return x, (partner, lam)
 
     def _member_losses(self, x: torch.Tensor, batch: Batch, mix: tuple[Batch, torch.Tensor] | None,
