@@ -99,13 +99,15 @@ def head_width(config: TrainConfig, data: Data) -> int:
 
 def step_statistic(outputs: torch.Tensor, batch: Batch, readout: Readout) -> torch.Tensor:
     """Per member ``(M,)``: correct predictions in the batch (classification), or the summed
-    squared error of the means over the batch, averaged over the D outputs (regression)."""
+    squared error of the means over the batch, averaged over the D outputs (regression: a head's
+    first D outputs are its means, :mod:`ensemblekit.metrics.head_outputs`)."""
     y = batch.y if batch.per_member else batch.y.unsqueeze(0)
     if not readout.is_regression:
         return (outputs.argmax(-1) == y).sum(-1)
-    means = readout.read(outputs.detach().float()).mean
-    err = (means - y).square()
-    return err.flatten(2).mean(2).sum(1) if err.dim() == 3 else err.sum(1)
+    means = outputs.detach()[..., : readout.num_outputs].float()  # (M, B, D)
+    if y.dim() == means.dim() - 1:
+        y = y.unsqueeze(-1)
+    return (means - y).square().mean(-1).sum(1)
 
 
 def statistic_logs(total: torch.Tensor, seen: int, readout: Readout) -> dict[str, float]:
