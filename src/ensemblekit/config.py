@@ -210,6 +210,9 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _merge(self) -> "RunConfig":
         self.method.train_config(self.train, "method.train")
+        if self.data.splits is not None:
+            raise ValueError("data.splits repeats a comparison over K random splits (ensemblekit compare); "
+                             "one run trains on one split: use data.split: k")
         return self
 
 

@@ -66,3 +66,11 @@ def test_compare_with_splits_makes_one_cell_per_split_and_seed(tmp_path):
     plain = CompareConfig(data="diabetes", model="mlp", train={"epochs": 1}, budgets=[1], seeds=[0],
                           methods=[{"name": "independent"}], out=str(tmp_path))
     assert "split" not in cell_specs(plain)[0] and cell_specs(plain)[0]["key"] == "independent-b1-s0"
+
+
+def test_one_run_with_splits_is_refused_it_names_split_instead():
+    from ensemblekit.config import RunConfig
+
+    with pytest.raises(ValidationError, match="use data.split: k"):
+        RunConfig(data={"name": "diabetes", "splits": 5}, method={"name": "independent"})
+    assert RunConfig(data={"name": "diabetes", "split": 2}, method={"name": "independent"}).data.split == 2
