@@ -56,6 +56,7 @@ import logging
 import os
 import time
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,18 @@ from ensemblekit.ensemble import Ensemble
 from ensemblekit.models import model_factory
 from ensemblekit.training import Trainer
 from ensemblekit.training.regression_losses import regression_loss
+
+
+def _plain_step(opt: torch.optim.Optimizer, scaler: Any, loss: torch.Tensor) -> None:
+    """One optimizer step of a plain torch model (with fp16 loss scaling when ``scaler`` is given)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 def _sync(device: str) -> None:
@@ -147,14 +160,7 @@ def time_loop(data: ek.Data, factory, members: int, args) -> tuple[float, int]:
                 for xb, yb in loader:
                     with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
                         loss = F.cross_entropy(model(xb).float(), yb)
-                    opt.zero_grad(set_to_none=True)
-                    if scaler is None:
-                        loss.backward()
-                        opt.step()
-                    else:
-                        scaler.scale(loss).backward()
-                        scaler.step(opt)
-                        scaler.update()
+                    _plain_step(opt, scaler, loss)
 
     return _timed(args.device, run)
 
@@ -234,14 +240,7 @@ def time_plain_regression(data: ek.Data, members: int, args) -> tuple[float, int
                     with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
                         out = model(xb)
                     loss = _plain_gaussian_nll(out.float(), yb)
-                    opt.zero_grad(set_to_none=True)
-                    if scaler is None:
-                        loss.backward()
-                        opt.step()
-                    else:
-                        scaler.scale(loss).backward()
-                        scaler.step(opt)
-                        scaler.update()
+                    _plain_step(opt, scaler, loss)
 
     return _timed(args.device, run)
 
