@@ -77,11 +77,15 @@ def _rows(evaluation: dict) -> list[dict]:
     return rows
 
 
-def _table(md: str, heading: str) -> dict[str, list[str]]:
-    """The table under ``## heading``: method -> its cells."""
+def _table(md: str, heading: str, raw: bool = False) -> dict[str, list[str]]:
+    """The table under ``## heading``: method -> its cells (without the 95% intervals and bold marks
+    unless ``raw``: tests/report/test_stats.py checks those)."""
     block = md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return {cells[0]: cells[1:] for line in block.splitlines() if line.startswith("| ") and not line.startswith("| method")
-            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    table = {cells[0]: cells[1:] for line in block.splitlines() if line.startswith("| ") and not line.startswith("| method")
+             for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    if raw:
+        return table
+    return {m: [re.sub(r" \[[^\]]*\]", "", c).replace("**", "") for c in cells] for m, cells in table.items()}
 
 
 def test_variance_scaled_nll_crps_and_coverage_cells(evaluation):
@@ -90,6 +94,10 @@ def test_variance_scaled_nll_crps_and_coverage_cells(evaluation):
     # pool-then-scale NLL, CRPS, PICP95 are the comparison's own tables (report/tables.py), not repeated here
     assert "## Test NLL, variance-scaled (pool, then scale)" not in md and "PICP at 95% (%), variance-scaled" not in md
     assert _table(md, "Test NLL, members variance-scaled, then pooled")["SSE"] == ["2.120 ± 0.014", "2.130 ± 0.014"]
+    # two seeds: t(1, 0.975) = 12.7062, half-width 12.7062 * 0.014142 / sqrt(2) = 0.1271; Ind (0.1 lower everywhere) is best
+    # and separated from SSE by the paired t-test (two pairs with the same difference: p = 0), so SSE is not bold
+    raw = _table(md, "Test NLL, members variance-scaled, then pooled", raw=True)
+    assert raw["SSE"][0] == "2.120 ± 0.014 [1.993, 2.247]" and raw["Ind"][0].startswith("**2.020 ± 0.014 [1.893, 2.147]**")
     assert _table(md, "Test CRPS, members variance-scaled, then pooled")["Ind"] == ["0.620 ± 0.014", "0.630 ± 0.014"]
     assert _table(md, "Test PICP at 90% (%), variance-scaled (pool, then scale)")["SSE"] == ["82.0 ± 1.4", "83.0 ± 1.4"]
     assert _table(md, "Variance scale fitted on the validation split (pool, then scale)")["Ind"] == ["1.520 ± 0.014", "1.530 ± 0.014"]
@@ -204,8 +212,8 @@ def _classification_rows() -> list[dict]:
 
 def test_classification_output_is_unchanged():
     md = uncertainty_markdown(_classification_rows(), METHODS, BUDGETS)
-    # the SHA-256 of this output before regression rows were handed over (the whole text, byte for byte)
-    assert hashlib.sha256(md.encode()).hexdigest() == "c100f373088590813780efb4266c8ca21c7912617928a2c002cb8ce1137aa082"
+    # the SHA-256 of this output (the whole text, byte for byte; last changed when cells got 95% intervals and bold ties)
+    assert hashlib.sha256(md.encode()).hexdigest() == "2a3725c14f18f7d094c0f7f1064cb4a5ad7a2090bb4e66fa6044dd7a59aad19e"
     assert re.findall(r"^## (.+)$", md, flags=re.M)[:2] == ["Test NLL, temperature-scaled (pool, then calibrate)",
                                                             "Test NLL, members temperature-scaled, then pooled"]
     assert _table(md, "Test NLL, temperature-scaled (pool, then calibrate)")["Ind"] == ["0.302 ± 0.001", "0.304 ± 0.001"]

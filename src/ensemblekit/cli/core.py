@@ -264,9 +264,17 @@ def compare(
     out_dir = out or cfg.out
     data = cfg.data.load() if cfg.data.splits is None else None  # with splits every cell loads its own split
     splits = cfg.data.splits or 1
-    n = len(cfg.methods) * len(cfg.budgets) * len(cfg.seeds) * splits
+    tuned = 0
+    if cfg.tuning is not None:
+        from ..config.tuning import tuned_labels
+
+        tuned = len(tuned_labels(cfg))
+        console.print(f"tuning {tuned} method(s) with {cfg.tuning.trials} trials each at {cfg.tuning.budget}B ({cfg.tuning.objective} on validation)")
+    rows_per = len(cfg.methods) + (tuned if cfg.tuning is not None and cfg.tuning.untuned else 0)
+    n = rows_per * len(cfg.budgets) * len(cfg.seed_list) * splits
     over = f" x {splits} splits" if cfg.data.splits else ""
-    console.print(f"comparing {len(cfg.methods)} method(s) x budgets {cfg.budgets} x seeds {cfg.seeds}{over} = {n} cells -> [bold]{out_dir}[/bold]")
+    seeds = cfg.seed_list if cfg.auto_seeds is None else f"{cfg.seed_list} (auto, up to {cfg.auto_seeds.max})"
+    console.print(f"comparing {rows_per} method row(s) x budgets {cfg.budgets} x seeds {seeds}{over} = {n} cells -> [bold]{out_dir}[/bold]")
     done = [0]
     import time
 
@@ -287,7 +295,13 @@ def compare(
         else:
             console.print(f"{head}: error {row['test']['error']:.2f}%  NLL {row['test']['nll']:.3f}  ({row['wall_s']:.1f} s training)")
 
-    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner, force=force, accept_code_change=accept_code_change)
+    def on_trial(record: dict[str, Any]) -> None:
+        from ..experiments.tune.compare_tuning import trial_line
+
+        console.print(trial_line(record, cfg.tuning.objective), markup=False, highlight=False)  # type: ignore[union-attr]
+
+    result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner, force=force, accept_code_change=accept_code_change,
+                         on_trial=on_trial)
     console.print(result.markdown, markup=False, highlight=False)
     if result.failed:
         raise typer.Exit(1)

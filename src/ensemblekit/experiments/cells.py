@@ -160,6 +160,7 @@ def _evaluated_as(row: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
 def _reevaluate(spec: Mapping[str, Any], cell_dir: str, row: dict[str, Any], data: Data, digest: str) -> dict[str, Any]:
     """A finished cell under a changed ``evaluation``: evaluate its saved ensemble again (nothing is retrained)."""
     from ..evaluation.evaluate import evaluate_predictor
+    from ..metrics.per_example import save_per_example
     from ..predictors import load_predictor
     from ..training.engine import resolve_device
     from .results import method_tta
@@ -169,7 +170,8 @@ def _reevaluate(spec: Mapping[str, Any], cell_dir: str, row: dict[str, Any], dat
         method.validate()
         pred = load_predictor(os.path.join(cell_dir, "ensemble.safetensors"), device=resolve_device(method.train_config_.device))
         names = [t if isinstance(t, str) else dict(t) for t in method.train_config_.tta]
-        test, val, uncertainty, _ = evaluate_predictor(pred, data, spec.get("evaluation"), tta=method_tta(method, data), tta_names=names)
+        test, val, uncertainty, test_pd = evaluate_predictor(pred, data, spec.get("evaluation"), tta=method_tta(method, data), tta_names=names)
+        save_per_example(cell_dir, test_pd, data.test.tensors()[1].cpu())
         # every metric computed again (a changed evaluation or metrics version); size curves and
         # diversity of the training-time row are kept where the new test dict has none
         row = {**row, "test": {**row.get("test", {}), **test}, "val": ({**(row.get("val") or {}), **val} if val else row.get("val")),

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from .. import hashing
-from ..config import CompareConfig, DataConfig
+from ..config import CompareConfig, DataConfig, MethodConfig
 from ..errors import ConfigError
 from ..data.dataset import Data
 from ..methods.base import METHODS
@@ -49,31 +49,33 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "method"
 
 
-def cell_specs(cfg: CompareConfig) -> list[dict[str, Any]]:
-    """The resolved, JSON-able spec of every cell, in table order."""
-    base = {
+def cell_specs(cfg: CompareConfig, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """The resolved, JSON-able spec of every cell, in table order (``seeds``: default the config's)."""
+    splits = [None] if cfg.data.splits is None else list(range(cfg.data.splits))
+    return [cell_spec(cfg, m, budget, seed, split)
+            for m in cfg.methods for budget in cfg.budgets for split in splits for seed in (cfg.seed_list if seeds is None else seeds)]
+
+
+def cell_spec(cfg: CompareConfig, method: MethodConfig, budget: int, seed: int, split: int | None = None, *,
+              evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The spec of one cell: ``method`` at ``budget`` and ``seed`` (on random split ``split``) under
+    ``cfg``'s data, model and training (``evaluation``: default the config's)."""
+    spec: dict[str, Any] = {
         "data": cfg.data.model_dump(mode="json", exclude_none=True),
         "train": cfg.train.model_dump(mode="json", exclude_unset=True),
-        "evaluation": cfg.evaluation.model_dump(mode="json"),
+        "evaluation": dict(evaluation) if evaluation is not None else cfg.evaluation.model_dump(mode="json"),
     }
     if cfg.evaluation.held_out_classes is not None:  # they change the training data: part of what every cell trains on
-        base["held_out_classes"] = cfg.evaluation.held_out_classes
-    splits = [None] if cfg.data.splits is None else list(range(cfg.data.splits))
-    data_base = {k: v for k, v in base["data"].items() if k != "splits"}
-    specs = []
-    for m in cfg.methods:
-        for budget in cfg.budgets:
-            for split in splits:
-                for seed in cfg.seeds:
-                    key = f"{_slug(m.display)}-b{budget}-s{seed}" + ("" if split is None else f"-k{split}")
-                    spec = {**base, "model": m.model_spec(cfg.model), "method": m.model_dump(mode="json", exclude_none=True),
-                            "label": m.display, "budget": budget, "seed": seed, "key": key}
-                    if split is not None:  # the k-th random train/test split: part of what the cell trains on
-                        spec["data"], spec["split"] = {**data_base, "split": split}, split
-                    if cfg.budget_unit == "flops":  # the single model whose FLOPs a budget counts
-                        spec["budget_unit"], spec["budget_model"] = "flops", cfg.model.spec()
-                    specs.append(spec)
-    return specs
+        spec["held_out_classes"] = cfg.evaluation.held_out_classes
+    key = f"{_slug(method.display)}-b{budget}-s{seed}" + ("" if split is None else f"-k{split}")
+    spec.update({"model": method.model_spec(cfg.model), "method": method.model_dump(mode="json", exclude_none=True),
+                 "label": method.display, "budget": budget, "seed": seed, "key": key})
+    if split is not None:  # the k-th random train/test split: part of what the cell trains on
+        spec["data"] = {**{k: v for k, v in spec["data"].items() if k != "splits"}, "split": split}
+        spec["split"] = split
+    if cfg.budget_unit == "flops":  # the single model whose FLOPs a budget counts
+        spec["budget_unit"], spec["budget_model"] = "flops", cfg.model.spec()
+    return spec
 
 
 def run_compare(
@@ -85,6 +87,7 @@ def run_compare(
     backend: Backend | None = None,
     force: bool = False,
     accept_code_change: bool = False,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> Comparison:
     """Run every cell (skipping finished ones), then write ``results.json``, ``results.md`` and plots.
 
@@ -97,6 +100,11 @@ def run_compare(
     that another process is training is waited for and its row taken, so two commands on one
     ``out_dir`` share the cells instead of training them twice.
 
+    With ``tuning:`` every tuned method first gets the same number of trials
+    (:mod:`~ensemblekit.experiments.tune.compare_tuning`; ``on_trial(record)`` after each), then
+    its best setting is trained for every budget and seed. With ``seeds: {auto: ...}`` seeds are
+    added until the two best methods differ with confidence (:mod:`~ensemblekit.experiments.seeds`).
+
     Returns:
         A :class:`Comparison`: the rows (failed cells carry ``failed`` with the error instead
         of metrics) and the Markdown report the CLI prints.
@@ -104,9 +112,40 @@ def run_compare(
     Raises:
         StaleResultError: a cell of ``out_dir`` belongs to another config (and ``force`` is off).
     """
+    specs = cell_specs(cfg)
+    data = _check(cfg, specs, out_dir, data, force=force, accept_code_change=accept_code_change)
+    tuning: list[dict[str, Any]] = []
+    if cfg.tuning is not None:
+        from ..config.tuning import tuned_labels
+        from .tune.compare_tuning import trial_spec
+
+        check_cells([trial_spec(cfg, m, {}) for m in cfg.methods if m.display in tuned_labels(cfg)], data)  # type: ignore[arg-type]
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    if cfg.tuning is not None:
+        from .tune.compare_tuning import run_tuning
+
+        methods, tuning = run_tuning(cfg, out_dir, data, force=force, accept_code_change=accept_code_change, on_trial=on_trial)
+        cfg = cfg.model_copy(update={"methods": methods})
+        specs = cell_specs(cfg)
+        _check(cfg, specs, out_dir, data, force=force, accept_code_change=accept_code_change)
+    options = {"backend": backend, "on_done": on_done, "force": force, "accept_code_change": accept_code_change}
+    rows = run_cells(specs, out_dir, data, **options)  # type: ignore[arg-type]
+    decision = None
+    if cfg.auto_seeds is not None:
+        from .seeds import more_seeds
+
+        rows, decision = more_seeds(cfg, rows, lambda seeds: _run_more(cfg, seeds, out_dir, data, options))
+    md = write_report(cfg, rows, out_dir, tuning=tuning, seeds=decision)
+    return Comparison(rows, md, out_dir, [r for r in rows if "failed" in r])
+
+
+def _check(cfg: CompareConfig, specs: Sequence[Mapping[str, Any]], out_dir: str, data: Data | None, *, force: bool,
+           accept_code_change: bool) -> Data | None:
+    """Check every cell against its data and refuse stale cell folders, before anything is written;
+    returns the data the cells share (None with ``data.splits``: each cell loads its own split)."""
     from ..evaluation.run import prepare_data
 
-    specs = cell_specs(cfg)
     if cfg.data.splits is not None:  # each cell trains on its own split: checked per split, loaded by the cell
         if data is not None:
             raise ConfigError("data.splits re-splits a dataset the config loads; give no data= with it")
@@ -116,16 +155,19 @@ def run_compare(
             check_cells(mine, split_data)
             if not force:
                 refuse_stale(mine, out_dir, split_data, accept_code_change=accept_code_change)
-    else:
-        data = prepare_data(data if data is not None else cfg.data.load(), cfg.evaluation)
-        check_cells(specs, data)
-        if not force:
-            refuse_stale(specs, out_dir, data, accept_code_change=accept_code_change)  # before anything is trained or written
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
-    rows = run_cells(specs, out_dir, data, backend=backend, on_done=on_done, force=force, accept_code_change=accept_code_change)
-    md = write_report(cfg, rows, out_dir)
-    return Comparison(rows, md, out_dir, [r for r in rows if "failed" in r])
+        return None
+    data = prepare_data(data if data is not None else cfg.data.load(), cfg.evaluation)  # idempotent
+    check_cells(specs, data)
+    if not force:
+        refuse_stale(specs, out_dir, data, accept_code_change=accept_code_change)  # before anything is trained or written
+    return data
+
+
+def _run_more(cfg: CompareConfig, seeds: Sequence[int], out_dir: str, data: Data | None, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of every cell of ``seeds`` (checked first, like the first seeds)."""
+    specs = cell_specs(cfg, seeds)
+    _check(cfg, specs, out_dir, data, force=bool(options["force"]), accept_code_change=bool(options["accept_code_change"]))
+    return run_cells(specs, out_dir, data, **options)  # type: ignore[arg-type]
 
 
 def size_reference(row: Mapping[str, Any]) -> bool:
@@ -134,17 +176,29 @@ def size_reference(row: Mapping[str, Any]) -> bool:
     return bool(METHODS.get(row["name"]).size_reference(row.get("hyperparameters") or {}))
 
 
-def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
-    """``results.json`` (all rows), ``results.md`` (tables) and the plots; returns the Markdown."""
+def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir: str, *, tuning: Sequence[Mapping[str, Any]] = (),
+                 seeds: Mapping[str, Any] | None = None) -> str:
+    """``results.json`` (all rows), ``results.md`` (tables) and the plots; returns the Markdown.
+
+    ``tuning``: the tuned methods' summaries (the tuning-cost table); ``seeds``: the auto-seeds
+    decision (how many seeds ran, and why)."""
     ok = [r for r in rows if "failed" not in r and "skipped" not in r]
     methods = [m.display for m in cfg.methods]
     write_json(os.path.join(out_dir, "results.json"), list(rows))
     own = any(m.model is not None or not m.method_class().uses_model for m in cfg.methods)
     shared = cfg.model.name or cfg.model.factory
     title = f"{shared}{' (and the methods’ own models)' if own else ''} on {cfg.data.name or cfg.data.npz or cfg.data.csv}"
-    md = comparison_markdown(ok, methods, cfg.budgets, title=title, reference=size_reference)
+    md = comparison_markdown(ok, methods, cfg.budgets, title=title, reference=size_reference, examples=lambda r: _row_examples(out_dir, r))
     from ..report.uncertainty_tables import uncertainty_markdown
 
+    if seeds is not None:
+        from .seeds import decision_markdown
+
+        md += "\n" + decision_markdown(seeds)
+    if tuning:
+        from ..report.tuning_tables import tuning_markdown
+
+        md += "\n" + tuning_markdown(tuning)
     extra = uncertainty_markdown(ok, methods, cfg.budgets)
     if extra:
         md += "\n\n" + extra
@@ -163,6 +217,14 @@ def write_report(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]], out_dir:
 
     write_html_report(out_dir, title, md, cfg.model_dump(mode="json", exclude_none=True), version)
     return md
+
+
+def _row_examples(out_dir: str, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The per-example test losses saved in a row's cell folder (None when there are none)."""
+    from ..metrics.per_example import load_per_example
+
+    key = f"{_slug(row['method'])}-b{row['budget']}-s{row['seed']}" + ("" if row.get("split") is None else f"-k{row['split']}")
+    return load_per_example(os.path.join(out_dir, "cells", key))
 
 
 def _comparison_plots(ok: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], out_dir: str, title: str) -> None:

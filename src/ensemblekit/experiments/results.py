@@ -27,6 +27,10 @@ Row schema (``format: ensemblekit.row/1``):
   reports of its own (EdgeNES's pool, a family's pruning table...);
 - ``data``: sizes, classes, shape (``info.held_out_classes`` / ``class_map`` when classes were
   held out of training); ``provenance``: versions, commit, threads, time.
+
+Beside ``results.json`` the run folder keeps ``test_examples.safetensors``: the test predictive's
+per-example losses (:mod:`~ensemblekit.metrics.per_example`), which a single-seed comparison's
+test-set bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ..data.augment import build_tta
 from ..data.dataset import Data
 from ..methods.base import Method
 from ..evaluation.evaluate import Evaluated, evaluate_predictor
+from ..metrics.per_example import save_per_example
 from ..serialization import write_json
 from ..training.checkpoint import RunDir
 from ..training.flops import inference_flops
@@ -119,6 +124,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         "provenance": provenance(),
         **dict(extra or {}),
     }
+    save_per_example(run_dir, test_pd, data.test.tensors()[1].cpu())  # what a single-seed table's bootstrap resamples
     if plots:
         _standard_plots(method, data, rd, test, uncertainty, test_pd)
     if "tensorboard" in method.train_config_.loggers:

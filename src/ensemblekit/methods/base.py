@@ -130,6 +130,9 @@ class Method:
     Params: ClassVar[type[StrictModel]] = StrictModel
     uses_model: ClassVar[bool] = True  # False: the method builds its own networks (the architecture searches)
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the data tasks (Data.task) the method trains on
+    #: The method's own hyperparameters a ``compare`` with ``tuning:`` searches, ``{param: ParamSpec mapping}``
+    #: (the learning rate and weight decay are searched for every method; docs/comparisons.md).
+    knobs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, model: Any = "cnn1d", *, seed: int = 0, train: TrainConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.model = model

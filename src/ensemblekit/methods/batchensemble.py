@@ -38,6 +38,7 @@ class BatchEnsemble(SharedNetworkMethod):
     Lifelong Learning", ICLR 2020; docs/methods.md (batch_ensemble).
     """
 
+    knobs = {"init_std": {"type": "float", "low": 0.1, "high": 1.0, "log": True}, "decay_factors": {"type": "categorical", "choices": [True, False]}}
     class Params(StrictModel):
         members: int = Field(4, ge=1)
         init: Literal["random_sign", "normal"] = "random_sign"

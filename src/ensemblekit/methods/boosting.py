@@ -67,6 +67,7 @@ class Boosting(Method):
         [0.0]
     """
 
+    knobs = {"discount": {"type": "categorical", "choices": ["constant", "save_mean", "zero_mean", "last", "cumulative_mean"]}}
     class Params(StrictModel):
         members: int = Field(5, ge=1)
         discount: Union[str, Callable[..., Any]] = "save_mean"

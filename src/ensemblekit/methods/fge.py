@@ -75,6 +75,8 @@ class FGE(TrajectoryMethod):
     """
 
     Params = FGEParams
+    knobs = {"cycle_epochs": {"type": "categorical", "choices": [0.5, 1.0, 2.0]}, "a1_factor": {"type": "float", "low": 1.0, "high": 4.0},
+             "a2_factor": {"type": "float", "low": 0.005, "high": 0.1, "log": True}, "pretrain": {"type": "float", "low": 0.4, "high": 0.8}}
     stage = "fge"
 
     @classmethod

@@ -35,6 +35,7 @@ class Masksembles(SharedNetworkMethod):
     2021; docs/methods.md (masksembles).
     """
 
+    knobs = {"scale": {"type": "float", "low": 1.2, "high": 4.0}}
     class Params(StrictModel):
         members: int = Field(4, ge=1)
         scale: float = Field(2.0, ge=1)

@@ -39,6 +39,7 @@ class MCDropoutMethod(OneNetworkMethod):
     Paper: Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016; docs/methods.md (mc_dropout).
     """
 
+    knobs = {"p": {"type": "float", "low": 0.05, "high": 0.5}}
     class Params(StrictModel):
         members: int = Field(10, ge=1)
         p: float = Field(0.1, ge=0, lt=1)

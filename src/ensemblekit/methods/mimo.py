@@ -38,6 +38,7 @@ class MIMO(SharedNetworkMethod):
     docs/methods.md (mimo).
     """
 
+    knobs = {"input_repetition": {"type": "float", "low": 0.0, "high": 0.9}, "batch_repetition": {"type": "int", "low": 1, "high": 4}}
     class Params(StrictModel):
         members: int = Field(3, ge=1)
         input_repetition: float = Field(0.6, ge=0, lt=1)

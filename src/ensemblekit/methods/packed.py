@@ -42,6 +42,7 @@ class Packed(OneNetworkMethod):
     docs/methods.md (packed).
     """
 
+    knobs = {"alpha": {"type": "float", "low": 1.0, "high": 4.0}, "gamma": {"type": "categorical", "choices": [1, 2]}}
     class Params(StrictModel):
         members: int = Field(4, ge=1)
         alpha: float = Field(2.0, gt=0)

@@ -44,6 +44,7 @@ class Snapshot(TrajectoryMethod):
 
     stage = "snapshot"
 
+    knobs = {"cycles": {"type": "int", "low": 2, "high": 8}, "min_lr": {"type": "float", "low": 0.0, "high": 0.01}}  # tuning: docs/comparisons.md
     class Params(StrictModel):
         cycles: int = Field(5, ge=1)
         cycle_epochs: float | None = Field(None, gt=0)

@@ -45,6 +45,7 @@ class SWA(TrajectoryMethod):
     """
 
     Params = SWAParams
+    knobs = {"a1_factor": {"type": "float", "low": 0.5, "high": 4.0}, "pretrain": {"type": "float", "low": 0.4, "high": 0.8}}
     stage = "swa"
 
     @classmethod

@@ -62,6 +62,8 @@ class SWAG(TrajectoryMethod):
     """
 
     Params = SWAGParams
+    knobs = {"a1_factor": {"type": "float", "low": 0.5, "high": 4.0}, "pretrain": {"type": "float", "low": 0.4, "high": 0.8},
+             "rank": {"type": "int", "low": 5, "high": 30}, "scale": {"type": "float", "low": 0.25, "high": 1.0}}
     stage = "swag"
     test_params = {"samples": 3, "runs": 2}
 

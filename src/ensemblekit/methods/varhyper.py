@@ -51,6 +51,8 @@ class FamilyMethod(Method):
     """
 
     Params = FamilyParams
+    knobs = {"log10_range": {"type": "categorical", "choices": [[-3.0, 2.0], [-4.0, 0.0], [-5.0, -1.0], [-3.0, 0.0]]},
+             "prior_std": {"type": "float", "low": 0.1, "high": 1.0, "log": True}, "init_log_sigma": {"type": "float", "low": -6.0, "high": -2.0}}
     test_params = {"lambdas": [0.01, 1.0]}
 
     @classmethod

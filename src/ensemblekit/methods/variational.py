@@ -57,6 +57,8 @@ class L2Nets(FamilyMethod):
     Args: ``lambdas``, ``prune``, ``fractions`` (the rest of the family settings are unused).
     """
 
+    knobs = {"log10_range": FamilyMethod.knobs["log10_range"]}  # the posterior's settings do not apply
+
     def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
         """Per epoch: one network per lambda."""
         return Ensemble.from_factory(factory, members=len(self.params_.lambdas))

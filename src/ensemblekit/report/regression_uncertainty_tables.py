@@ -59,7 +59,7 @@ def _value(v: Any, pct: bool) -> float | None:
 
 def _calibration_sections(parts: list[str], rows: Sequence[Row], methods: Sequence[str], budgets: Sequence[int]) -> None:
     def table(kind: str, key: str, digits: int, pct: bool = False) -> str | None:
-        return budget_table(rows, methods, budgets, _cal(kind, key, pct), digits)
+        return budget_table(rows, methods, budgets, _cal(kind, key, pct), digits, None if pct or key.startswith(("picp", "mpiw")) or key == "scale" else "min")
 
     # pool-then-scale NLL, CRPS and 95% coverage and width are the comparison's own metric tables ("variance-scaled")
     add_section(parts, "Test NLL, members variance-scaled, then pooled",
@@ -88,9 +88,9 @@ def _shift_sections(parts: list[str], rows: Sequence[Row], at_top: Sequence[Row]
              "The test split's inputs corrupted at increasing severity (for feature vectors: feature noise, feature scaling "
              "and dropped features, in units of the training split's statistics), after Ovadia et al. (2019): an honest "
              "predictive widens its intervals as its error grows.",
-             budget_table(rows, methods, budgets, lambda r: row_value(r, "shift", "mean", "rmse"), 3))
+             budget_table(rows, methods, budgets, lambda r: row_value(r, "shift", "mean", "rmse"), 3, "min"))
     add_section(parts, "Shift: NLL, mean over corruptions and severities", "",
-             budget_table(rows, methods, budgets, lambda r: row_value(r, "shift", "mean", "nll"), 3))
+             budget_table(rows, methods, budgets, lambda r: row_value(r, "shift", "mean", "nll"), 3, "min"))
     shifted = [r for r in at_top if row_value(r, "shift")]
     sevs = next((row_value(r, "shift", "by_severity", "severity") for r in shifted), None) or []
     for key, label, pct in (*_SHIFT_METRICS, ("mean_std", "mean predicted std", False)):
@@ -99,12 +99,12 @@ def _shift_sections(parts: list[str], rows: Sequence[Row], at_top: Sequence[Row]
                  for i, s in enumerate(sevs)]
         note = "Does the predicted std grow with the shift (clean: the test split)?" if key == "mean_std" else ""
         add_section(parts, f"Shift at {top}B: {label} by severity (mean over corruptions)", note,
-                 columns_table(at_top, methods, cols, 1 if pct else 3))
+                 columns_table(at_top, methods, cols, 1 if pct else 3, None if pct or key == "mean_std" else "min"))
     names = next((list(row_value(r, "shift", "corruptions")) for r in shifted), [])
     for key, label, pct in _SHIFT_METRICS:
         cols = [(n, lambda r, n=n, k=key, p=pct: _value(mean_or_none(row_value(r, "shift", "corruptions", n, k)), p)) for n in names]
         add_section(parts, f"Shift at {top}B: {label} per corruption (mean over severities)", "",
-                 columns_table(at_top, methods, cols, 1 if pct else 3))
+                 columns_table(at_top, methods, cols, 1 if pct else 3, None if pct else "min"))
 
 
 def _ood_sections(parts: list[str], at_top: Sequence[Row], methods: Sequence[str], top: int) -> None:
@@ -121,7 +121,7 @@ def _ood_sections(parts: list[str], at_top: Sequence[Row], methods: Sequence[str
         if name == "extrapolation":
             note = (note + " " if note else "") + ("extrapolation: the test examples beyond the training range of one feature, "
                                                    "against the rest of the test split.")
-        add_section(parts, f"OOD detection at {top}B, {name}: AUROC (%)", note, columns_table(at_top, methods, cols, 1))
+        add_section(parts, f"OOD detection at {top}B, {name}: AUROC (%)", note, columns_table(at_top, methods, cols, 1, "max"))
 
 
 def _oracle_aurc(r: Row, score: str) -> float | None:
@@ -146,15 +146,15 @@ def _selective_sections(parts: list[str], rows: Sequence[Row], at_top: Sequence[
              "Keep the examples with the lowest predicted uncertainty first; the risk is the MSE of the kept examples and AURC "
              "its mean over every coverage (lower is better). The oracle ranks by the true squared error, the lowest AURC any "
              "score reaches: a ratio of 1 is a perfect ranking.",
-             budget_table(rows, methods, budgets, lambda r: _ratio(r, first), 2))
+             budget_table(rows, methods, budgets, lambda r: _ratio(r, first), 2, "min"))
     cols = [(s, lambda r, s=s: row_value(r, "selective", "scores", s, "aurc")) for s in scores]
     add_section(parts, f"Selective regression at {top}B: AURC (MSE risk) per score",
              "In the targets' units squared; oracle: ranked by the true squared error.",
-             columns_table(at_top, methods, [*cols, ("oracle", lambda r: _oracle_aurc(r, scores[0]))], 3))
+             columns_table(at_top, methods, [*cols, ("oracle", lambda r: _oracle_aurc(r, scores[0]))], 3, "min"))
     cols = [(s, lambda r, s=s: _ratio(r, s)) for s in scores]
     add_section(parts, f"Selective regression at {top}B: AURC / oracle AURC per score",
              "random: a random ranking's AURC (the test MSE) over the oracle's.",
-             columns_table(at_top, methods, [*cols, ("random", lambda r: _ratio(r, scores[0], "random_aurc"))], 2))
+             columns_table(at_top, methods, [*cols, ("random", lambda r: _ratio(r, scores[0], "random_aurc"))], 2, "min"))
 
 
 def _interval_table(rows: Sequence[Row], methods: Sequence[str], budgets: Sequence[int], part: str) -> str | None:

@@ -12,16 +12,17 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .data.registry import DATASETS
-from .errors import ConfigError
-from .evaluation.config import EvaluationConfig
-from .methods.base import METHODS
-from .models.registry import MODELS, check_kwargs, import_factory, resolve_wrappers
-from .schema import StrictModel, apply_overrides, format_validation_error, load_config, load_yaml, parse_config, parse_yaml, set_paths
-from .training.config import TrainConfig
+from ..data.registry import DATASETS
+from ..errors import ConfigError
+from ..evaluation.config import EvaluationConfig
+from ..methods.base import METHODS
+from ..models.registry import MODELS, check_kwargs, import_factory, resolve_wrappers
+from ..schema import StrictModel, apply_overrides, format_validation_error, load_config, load_yaml, parse_config, parse_yaml, set_paths
+from ..training.config import TrainConfig
+from .tuning import AutoSeeds, TuningConfig, check_tuning
 
 __all__ = [
-    "DataConfig", "ModelConfig", "MethodConfig", "RunConfig", "CompareConfig",
+    "DataConfig", "ModelConfig", "MethodConfig", "RunConfig", "CompareConfig", "TuningConfig", "AutoSeeds",
     "load_yaml", "parse_yaml", "factory_paths", "set_paths", "apply_overrides", "parse_config", "load_config",
 ]
 
@@ -229,11 +230,32 @@ class CompareConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     budgets: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     budget_unit: Literal["epochs", "flops"] = "epochs"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] | dict[str, AutoSeeds] = Field(default_factory=lambda: [0, 1, 2])
     methods: list[MethodConfig] = Field(default_factory=lambda: [MethodConfig(name="independent")], min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tuning: TuningConfig | None = None
     out: str = "runs/compare"
     name: str | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | dict[str, AutoSeeds]) -> list[int] | dict[str, AutoSeeds]:
+        if isinstance(v, dict) and set(v) != {"auto"}:
+            raise ValueError(f"seeds is a list of ints or {{auto: {{min, max}}}}, got keys {sorted(v)}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {v}")
+        return v
+
+    @property
+    def auto_seeds(self) -> AutoSeeds | None:
+        """The ``seeds: {auto: ...}`` settings, or None for a fixed list."""
+        return self.seeds["auto"] if isinstance(self.seeds, dict) else None
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds the comparison starts with: the list, or ``0..min-1`` with auto seeds."""
+        auto = self.auto_seeds
+        return list(range(auto.min)) if auto is not None else list(self.seeds)  # type: ignore[arg-type]
 
     @field_validator("budgets")
     @classmethod
@@ -255,6 +277,8 @@ class CompareConfig(StrictModel):
     def _method_trains(self) -> "CompareConfig":
         for m in self.methods:
             m.train_config(self.train, f"methods[{m.display}].train")
+        if self.tuning is not None:
+            check_tuning(self)
         return self
 
 
