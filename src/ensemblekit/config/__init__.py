@@ -83,19 +83,19 @@ class DataConfig(StrictModel):
 
     def load(self):  # noqa: ANN201
         """The dataset; an option of the wrong type or range is one ConfigError naming it."""
-        from .data.registry import load_dataset, load_npz
-        from .errors import EnsembleKitError
+        from ..data.registry import load_dataset, load_npz
+        from ..errors import EnsembleKitError
 
         try:
             if self.csv is not None:
-                from .data.csvfile import load_csv
+                from ..data.csvfile import load_csv
 
                 data = load_csv(self.csv, **self.options)
             else:
                 data = load_npz(self.npz, **self.options) if self.npz is not None else load_dataset(self.name, **self.options)  # type: ignore[arg-type]
             if self.split is None:
                 return data
-            from .data.splits import resplit
+            from ..data.splits import resplit
 
             return resplit(data, self.split, self.split_fraction if self.split_fraction is not None else 0.1)
         except EnsembleKitError:
