@@ -96,14 +96,19 @@ def test_flops_budgets_give_each_method_the_epochs_that_fit(blobs, tmp_path):
     rows = {(r["method"], r["budget"]): r for r in run_compare(cfg, str(tmp_path), data=blobs).rows}
     single = rows[("Ind", 1)]["cost"]["train_flops"]
     assert single == 96 * 240 * 4  # one Linear(8, 3) for 4 epochs
-    assert rows[("Ind", 2)]["budget_kwargs"] == {"members": 2, "epochs": 4, "budget_unit": "flops"}
+    assert rows[("Ind", 2)]["budget_kwargs"] == {"members": 2, "epochs": 4, "steps": 32, "passes": 4.0, "budget_unit": "flops",
+                                                 "budget_flops": 2.0 * single}  # 240 examples / 32 = 8 steps per epoch
     assert rows[("Single", 2)]["budget_kwargs"]["epochs"] == 8 and rows[("Single", 2)]["cost"]["train_flops"] == 2 * single
     # BatchEnsemble: four members in one network, and the input factor r needs the input's gradient:
-    # one epoch costs 6 single-model epochs here (measured), so 2B (8 single epochs) gets round(8 / 6) = 1 epoch
+    # one epoch costs 6 single-model epochs here (measured), so 2B (8 single epochs) gets 8 / 6 epochs:
+    # one pass (8 steps), then 1/3 of 240 examples = 80 = 2.5 batches of 32 -> 2 steps: 10 steps, 304 examples of the 320
+    # the budget buys (whole epochs would give 1 epoch, 25% under the budget; one step is 10% of this tiny budget)
     be = rows[("batch_ensemble", 2)]
     per_epoch = ek.create_method("batch_ensemble", model=LINEAR, members=4, batch_size=32).epoch_flops(blobs)
     assert per_epoch == 6 * 96 * 240
-    assert be["budget_kwargs"]["epochs"] == 1 and be["cost"]["train_flops"] == per_epoch
+    assert (be["budget_kwargs"]["steps"], be["budget_kwargs"]["epochs"]) == (10, 2)
+    assert be["budget_kwargs"]["passes"] == pytest.approx(1 + 64 / 240, abs=1e-3)
+    assert be["cost"]["train_flops"] == 6 * 96 * 304
     assert "skipped" in rows[("curve_ensemble", 1)]  # below 3B either way
     md = (tmp_path / "results.md").read_text()
-    assert "## Epochs per run (budget_unit: flops)" in md and "## Deep-ensemble equivalent (DEE)" in md and (tmp_path / "pareto.png").exists()
+    assert "## Passes over the training data per run (budget_unit: flops)" in md and "## Deep-ensemble equivalent (DEE)" in md and (tmp_path / "pareto.png").exists()

@@ -63,3 +63,14 @@ def test_one_seed_prints_no_unmeasured_spread_and_bootstraps_the_test_set():
 def test_marked_body_leaves_a_lone_method_unmarked():
     g = {("A", 1): {(0, None): 1.0, (1, None): 2.0}}
     assert marked_body(g, ["A"], [1], 2, "min") == [["A", "1.50 ± 0.71 [-4.85, 7.85]"]]
+
+
+def test_a_flops_budget_row_beyond_five_percent_says_so():
+    rows = []
+    for method, flops in (("SWAG", 535e9), ("Ind", 345e9)):  # 342 G budget: +56% and +0.9%
+        r = _row(method, 0, 5.0)
+        r["cost"]["train_flops"] = flops
+        r["budget_kwargs"] = {"budget_unit": "flops", "epochs": 3, "budget_flops": 342e9}
+        rows.append(r)
+    table = _section(comparison_markdown(rows, ["SWAG", "Ind"], [1]), "Training FLOPs")
+    assert table == {"SWAG": ["535 G (+56% of its budget)"], "Ind": ["345 G"]}

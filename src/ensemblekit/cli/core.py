@@ -298,7 +298,7 @@ def compare(
     def on_trial(record: dict[str, Any]) -> None:
         from ..experiments.tune.compare_tuning import trial_line
 
-        console.print(trial_line(record, cfg.tuning.objective), markup=False, highlight=False)  # type: ignore[union-attr]
+        console.print(trial_line(record, cfg.tuning.objective), markup=False, highlight=False, soft_wrap=True)  # type: ignore[union-attr]
 
     result = run_compare(cfg, out_dir, data=data, on_done=on_done, backend=runner, force=force, accept_code_change=accept_code_change,
                          on_trial=on_trial)

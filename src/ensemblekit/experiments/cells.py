@@ -84,29 +84,41 @@ def cell_method(spec: Mapping[str, Any], data: Data) -> tuple[Any, dict[str, Any
         return None, None
     method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **kwargs)
     if spec.get("budget_unit") == "flops":
-        kwargs, unit = _flops_allocation(spec, method, kwargs, data)
+        kwargs, unit, target, passes = _flops_allocation(spec, method, kwargs, data)
         method = build_method(method_cfg, spec["model"], spec["train"], int(spec["seed"]), **kwargs)
-        kwargs = {**kwargs, "budget_unit": unit}
+        # the row's: the report shows the passes over the data and marks a miss beyond 5% of the budget
+        kwargs = {**kwargs, "budget_unit": unit, "budget_flops": target, **({"passes": round(passes, 3)} if passes else {})}
     return method, kwargs
 
 
 _EPOCH_KEYS = ("epochs", "budget_epochs", "cycle_epochs")
 
 
-def _flops_allocation(spec: Mapping[str, Any], method: Any, kwargs: dict[str, Any], data: Data) -> tuple[dict[str, Any], str]:
-    per_epoch = method.epoch_flops(data)
-    if per_epoch is None:
-        return kwargs, "epochs"
+def _flops_allocation(spec: Mapping[str, Any], method: Any, kwargs: dict[str, Any], data: Data) -> tuple[dict[str, Any], str, float, float | None]:
+    """The allocation whose training FLOPs are the budget's: the budget less the method's other passes
+    (:meth:`~ensemblekit.methods.base.Method.pass_flops`), divided by one epoch's FLOPs, in whole
+    optimisation steps (``train.steps``: the last pass cut short, the schedule spanning exactly
+    them); every epoch length of the allocation scaled by the same factor. Returns the keyword arguments,
+    the unit that applied, the budget's FLOPs and the passes over the training split (steps / steps per epoch)."""
+    from ..data.batching import steps_per_epoch
+
     single = build_method(MethodConfig(name="independent"), spec["budget_model"], spec["train"], 0, members=1)
     target = int(spec["budget"]) * single.epoch_flops(data) * TrainConfig(**spec["train"]).epochs
+    per_epoch = method.epoch_flops(data)
+    if per_epoch is None:
+        return kwargs, "epochs", target, None
+    batch, n = method.train_config_.batch_size, len(data.train)
+    spe = steps_per_epoch(data.train, batch)
+    fitted = max(0.0, (target - method.pass_flops(data)) / per_epoch)  # passes over the training split
+    whole = int(fitted)  # full passes, then the batches (all full but an epoch's last) of the fraction left
+    steps = max(1, whole * spe + int(round((fitted - whole) * n / batch)))
     epochs = int(kwargs.get("epochs", method.train_config_.epochs))
-    fitted = max(1, int(round(target / per_epoch)))  # the nearest whole number of epochs (the FLOPs column shows the exact cost)
-    ratio = fitted / epochs
-    out = {**kwargs, "epochs": fitted}
+    ratio = steps / (epochs * spe)
+    out = {**kwargs, "epochs": -(-steps // spe), "steps": steps}
     for key in _EPOCH_KEYS[1:]:
         if kwargs.get(key) is not None:
             out[key] = kwargs[key] * ratio if key == "cycle_epochs" else max(1, int(round(kwargs[key] * ratio)))
-    return out, "flops"
+    return out, "flops", target, whole + (steps - whole * spe) * batch / n if steps > whole * spe else float(steps // spe)
 
 
 def run_cell(spec: Mapping[str, Any], cell_dir: str, data: Data | None = None, cache_dir: str | None = None, force: bool = False,

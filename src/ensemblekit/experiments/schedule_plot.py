@@ -26,5 +26,4 @@ def plot_schedule(cfg: RunConfig, data: Data, path: str) -> dict[str, float]:
 
 def _total_steps(method, spe: int) -> int:  # noqa: ANN001
     total = getattr(method, "total_epochs", None)
-    epochs = total() if callable(total) else method.train_config_.epochs
-    return int(epochs * spe)
+    return int(total() * spe) if callable(total) else method.train_config_.total_steps(spe)

@@ -255,6 +255,12 @@ class Method:
             return None
         return epoch_flops(model, data, self.train_config_.batch_size, per_member=self._per_member())
 
+    def pass_flops(self, data: Data) -> float:
+        """Estimated FLOPs of the passes this method makes besides its optimisation steps (SWA's and
+        SWAG's BatchNorm recomputation), which ``budget_unit: flops`` takes out of the budget before
+        it fits the steps (default: none)."""
+        return 0.0
+
     def _trainable(self, factory: ModelFactory, data: Data) -> Any:
         """A model whose training epoch costs what one epoch of this method costs (for
         :meth:`epoch_flops`; default: none, the method has no epoch knob)."""
@@ -366,7 +372,7 @@ class Method:
         from ..training.schedules import build_schedule
 
         cfg = self.train_config_
-        total = cfg.epochs * steps_per_epoch
+        total = cfg.total_steps(steps_per_epoch)
         return build_schedule(cfg.schedule, lr=optimizer_lr(cfg.optimizer), total_steps=total, steps_per_epoch=steps_per_epoch), []
 
     def report(self, run: RunDir, data: Data) -> None:

@@ -133,7 +133,7 @@ def plot_policy(method: Any, spe: int, path: str) -> None:
     from ..report.plots import lr_plot
 
     policy, marks = method.lr_policy(spe)
-    total = method.train_config_.epochs * spe
+    total = method.train_config_.total_steps(spe)
     lr_plot(range(total), [policy(s) for s in range(total)], path, marks=marks, steps_per_epoch=spe, title=f"{method.name}: {getattr(policy, '__name__', '')}")
 
 

@@ -64,7 +64,11 @@ class SWA(TrajectoryMethod):
     def finish(self, trained: Ensemble, collector: Averager, data: Data) -> Ensemble:
         averaged = collector.apply(trained)
         averaged.members_info = [{**info, "averaged_iterates": collector.count} for info in averaged.members_info]
-        return recompute_bn(averaged, data.train, batch_size=max(self.train_config_.batch_size, 256))
+        return self._measured("swa_bn", lambda: recompute_bn(averaged, data.train, batch_size=max(self.train_config_.batch_size, 256)))
+
+    def pass_flops(self, data: Data) -> float:
+        """One BatchNorm recomputation of the averaged network: a forward pass over the training split."""
+        return self.bn_pass_flops(data, passes=1)
 
     def report(self, run: RunDir, data: Data) -> None:
         plot_policy(self, steps_per_epoch(data.train, self.train_config_.batch_size), run.file("lr_schedule.png"))

@@ -102,5 +102,9 @@ class SWAG(TrajectoryMethod):
         self.swag_ = collector
         return self._measured("samples_bn", lambda: recompute_bn(samples, data.train, batch_size=max(self.train_config_.batch_size, 256)))
 
+    def pass_flops(self, data: Data) -> float:
+        """``samples`` BatchNorm recomputations per trajectory: forward passes over the training split."""
+        return self.bn_pass_flops(data, passes=self.params_.samples)
+
     def report(self, run: RunDir, data: Data) -> None:
         plot_policy(self, steps_per_epoch(data.train, self.train_config_.batch_size), run.file("lr_schedule.png"))

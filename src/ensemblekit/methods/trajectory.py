@@ -142,7 +142,7 @@ class CyclicSchedule:
         cfg = self.train
         a1, a2 = self.rates()
         c, p = self.cycle_steps(spe), self.pretrain_steps(spe)
-        total = cfg.epochs * spe
+        total = cfg.total_steps(spe)
         if p >= total:
             raise ConfigError(f"{self.name}: pre-training ({p} iterations) leaves no room for cycles in {total} iterations; raise epochs or lower pretrain")
         lr = fge_triangle(a1, a2, c)
@@ -174,7 +174,7 @@ class RestartsSchedule:
     train: TrainConfig
 
     def cycle_steps(self, spe: int) -> int:
-        total = self.train.epochs * spe
+        total = self.train.total_steps(spe)
         if self.params.cycle_epochs is not None:
             return max(1, int(round(self.params.cycle_epochs * spe)))
         return max(1, total // self.params.cycles)
@@ -182,11 +182,11 @@ class RestartsSchedule:
     def policy(self, spe: int) -> Policy:
         cycle = self.cycle_steps(spe)
         lr = cosine_restarts(optimizer_lr(self.train.optimizer), cycle, self.params.min_lr)
-        return Policy(lr, CollectionPoints(period=cycle), self.train.epochs * spe)
+        return Policy(lr, CollectionPoints(period=cycle), self.train.total_steps(spe))
 
     def check(self, spe: int) -> None:
         """Raises ConfigError: fewer iterations than cycles, or a cycle longer than the run."""
-        total, cycle, epochs = self.train.epochs * spe, self.cycle_steps(spe), self.train.epochs
+        total, cycle, epochs = self.train.total_steps(spe), self.cycle_steps(spe), self.train.epochs
         if self.params.cycle_epochs is None and total // self.params.cycles < 1:
             raise ConfigError(f"{self.name}: cycles = {self.params.cycles} need at least one iteration each, and the run has {total} "
                               f"({epochs} epochs x {spe}); lower cycles or raise epochs")
@@ -253,6 +253,21 @@ class TrajectoryMethod(Method):
     def _trainable(self, factory: ModelFactory, data: Data) -> Ensemble:
         return Ensemble.from_factory(factory, members=1)
 
+    def bn_pass_flops(self, data: Data, passes: int) -> float:
+        """FLOPs of ``passes`` BatchNorm recomputations of the trained network(s) over the training
+        split (forward passes; none without BatchNorm), estimated before training."""
+        import torch
+
+        from ..ensemble.bn import has_batchnorm
+        from ..training.flops import inference_flops
+
+        self.validate()
+        with torch.random.fork_rng(devices=[]):
+            model = self._trainable(self._factory(data), data)
+        if model is None or not has_batchnorm(model):
+            return 0.0
+        return float(passes) * inference_flops(model, data.train.tensors()[0][:64]) * len(data.train)
+
     def _fit(self, data: Data, factory: ModelFactory, run: RunDir | None) -> None:
         policy = self.schedule().policy(steps_per_epoch(data.train, self.train_config_.batch_size))
         ensemble, warm = self.start(factory)
@@ -260,7 +275,7 @@ class TrajectoryMethod(Method):
         trained = self._train_stage(ensemble, data, run, self.stage, schedule=policy.lr, callbacks=[collector], warm_start=warm)
         if collector.count == 0:  # the schedule was checked to reach one: early stopping ended the run first
             spe = steps_per_epoch(data.train, self.train_config_.batch_size)
-            first = policy.points.steps(self.train_config_.epochs * spe)[:1]
+            first = policy.points.steps(self.train_config_.total_steps(spe))[:1]
             at = f" (epoch {first[0] / spe:.4g})" if first else ""
             raise ConfigError(f"{self.name}: early stopping ended the run after {len(self.history_)} epoch(s), before its first "
                               f"collection point{at}, so nothing was collected; raise "

@@ -288,6 +288,49 @@ def dee_rows(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets:
     return [[m, *[cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
 
 
+def _budget_miss(cell_rows: Sequence[Mapping[str, Any]]) -> str:
+    """`` (+56% of its budget)`` when a ``budget_unit: flops`` cell's training FLOPs miss the budget by more than 5%."""
+    pairs = [(r["cost"].get("train_flops"), (r.get("budget_kwargs") or {}).get("budget_flops")) for r in cell_rows]
+    pairs = [(f, t) for f, t in pairs if f and t]
+    if not pairs:
+        return ""
+    miss = sum(f for f, _ in pairs) / sum(t for _, t in pairs) - 1.0
+    return f" ({100 * miss:+.0f}% of its budget)" if abs(miss) > 0.05 else ""
+
+
+def _cost_sections(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], header: list[str]) -> list[str]:
+    """Parameters, training FLOPs (a ``budget_unit: flops`` row beyond ±5% of its budget says so) and inference
+    FLOPs per example, means over seeds; with ``budget_unit: flops`` the epochs each method got."""
+    parts: list[str] = []
+    by_cell: dict[tuple[str, int], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_cell[(r["method"], int(r["budget"]))].append(r)
+    present = [m for m in methods if any((m, b) in by_cell for b in budgets)]
+    for name, key in (("Parameters", "parameters"), ("Training FLOPs", "train_flops"), ("Inference FLOPs per example", "inference_flops")):
+        def cell(m: str, b: int, key: str = key) -> str:
+            mine = by_cell.get((m, b))
+            if not mine:
+                return "—"
+            text = _cost_cell([r["cost"].get(key) for r in mine])
+            return text + (_budget_miss(mine) if key == "train_flops" else "")
+
+        parts += [f"## {name}", "", markdown_table(header, [[m, *[cell(m, b) for b in budgets]] for m in present]), ""]
+    alloc: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for r in rows:
+        kw = r.get("budget_kwargs") or {}
+        if "budget_unit" in kw:
+            passes = kw.get("passes", kw.get("epochs", "—"))
+            alloc[(r["method"], int(r["budget"]))].append(f"{passes:.3g}" if isinstance(passes, float) else f"{passes}" + ("" if kw["budget_unit"] == "flops" else " †"))
+    if alloc:
+        body = [[m, *[", ".join(sorted(set(alloc.get((m, b), ["—"])))) for b in budgets]] for m in methods if any((m, b) in alloc for b in budgets)]
+        parts += ["## Passes over the training data per run (budget_unit: flops)", "",
+                  "kB = k times the measured training FLOPs of one single model. Each method gets the optimisation steps that "
+                  "fit (its other passes, such as SWAG's BatchNorm recomputation, taken out first), shown as passes over the "
+                  "training split; the Training FLOPs table has the exact cost and names every row more than 5% off its budget. "
+                  "†: a method without an epoch knob, run as with budget_unit: epochs.", "", markdown_table(header, body), ""]
+    return parts
+
+
 def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], title: str = "",
                         reference: Callable[[Mapping[str, Any]], bool] | None = None,
                         examples: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None) -> str:
@@ -318,28 +361,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str
                 parts += [f"## Mean rank, {spec.title[0].lower()}{spec.title[1:]}", "",
                           "Methods ranked within each seed (and split) they share, equal values sharing the mean of their "
                           "places, then averaged (1 = best; Demšar 2006).", "", markdown_table(header, ranks), ""]
-    costs = [
-        ("Parameters", lambda r: r["cost"]["parameters"]),
-        ("Training FLOPs", lambda r: r["cost"]["train_flops"]),
-        ("Inference FLOPs per example", lambda r: r["cost"]["inference_flops"]),
-    ]
-    for name, fn in costs:
-        g: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        for r in rows:
-            g[(r["method"], int(r["budget"]))].append(fn(r))
-        body = [[m, *[_cost_cell(g.get((m, b))) for b in budgets]] for m in methods if any((m, b) in g for b in budgets)]
-        parts += [f"## {name}", "", markdown_table(header, body), ""]
-    alloc: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for r in rows:
-        kw = r.get("budget_kwargs") or {}
-        if "budget_unit" in kw:
-            alloc[(r["method"], int(r["budget"]))].append(f"{kw.get('epochs', '—')}" + ("" if kw["budget_unit"] == "flops" else " †"))
-    if alloc:
-        body = [[m, *[", ".join(sorted(set(alloc.get((m, b), ["—"])))) for b in budgets]] for m in methods if any((m, b) in alloc for b in budgets)]
-        parts += ["## Epochs per run (budget_unit: flops)", "",
-                  "kB = k times the measured training FLOPs of one single model; each method gets the whole number of epochs "
-                  "nearest to that (the Training FLOPs table has the exact cost). †: a method without an epoch knob, run as with "
-                  "budget_unit: epochs.", "", markdown_table(header, body), ""]
+    parts += _cost_sections(rows, methods, budgets, header)
     dee = dee_rows(rows, methods, budgets, reference) if reference is not None else []
     if dee:
         parts += ["## Deep-ensemble equivalent (DEE)", "",

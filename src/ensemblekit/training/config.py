@@ -72,6 +72,10 @@ class TrainConfig(StrictModel):
 
     Attributes:
         epochs: passes over the training split (>= 1; default 30).
+        steps: optimisation steps of the run, when they are not whole epochs (default: epochs x
+            steps per epoch): the last pass over the training split is cut short and the
+            learning-rate policy spans exactly these steps. ``compare`` with ``budget_unit:
+            flops`` sets it to fit a method into its budget (docs/comparisons.md).
         batch_size: examples per member per iteration (>= 1; default 100).
         optimizer: ``"adam"``, ``{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true,
             weight_decay: 5e-4}`` (any ``torch.optim`` argument) or a callable
@@ -127,6 +131,7 @@ class TrainConfig(StrictModel):
     """
 
     epochs: int = Field(30, ge=1)
+    steps: int | None = Field(None, ge=1)
     batch_size: int = Field(100, ge=1)
     optimizer: Any = Field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
     schedule: Any = "cosine"
@@ -150,6 +155,14 @@ class TrainConfig(StrictModel):
     loss: Literal["auto", "cross_entropy", "nll", "beta_nll", "mse"] = "auto"
     beta: float = Field(0.5, ge=0, le=1)
     standardize: bool = True
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's optimisation steps: ``steps`` when set, else ``epochs x steps_per_epoch``."""
+        return int(self.steps) if self.steps is not None else self.epochs * int(steps_per_epoch)
+
+    def passes(self, steps_per_epoch: int) -> int:
+        """The passes over the training split the run makes (the last one possibly cut short)."""
+        return -(-self.total_steps(steps_per_epoch) // int(steps_per_epoch))
 
     @field_validator("loggers")
     @classmethod

@@ -119,6 +119,7 @@ class Trainer:
         self.steps_per_epoch = self.batcher.steps_per_epoch
         lr = stage_schedule(self.config, self.steps_per_epoch, schedule)
         self.schedule, self.base_lr, self.total_steps = lr.policy, lr.base_lr, lr.total_steps
+        self.passes = self.config.passes(self.steps_per_epoch)  # the last one is cut short when train.steps is not whole epochs
         opt = build_optimization(self.model, self.config, stage)
         self.layout, self.optimizer, self.scaler, self._stepped = opt.layout, opt.optimizer, opt.scaler, opt.stepped
         self.member_chunk: int | str | None = check_member_chunk(self, self.model.num_members)
@@ -242,7 +243,7 @@ class Trainer:
         show = self.config.progress if self.config.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage, disable=not show, leave=False, dynamic_ncols=True, mininterval=0.5)
         try:
-            while self.epoch < self.config.epochs and not self.stop:
+            while self.epoch < self.passes and not self.stop:
                 self._run_epoch(scheduler, bar)
         finally:
             bar.close()
@@ -278,7 +279,7 @@ class Trainer:
             cb.on_epoch_end(self, self.epoch, logs)
         if self.run is not None:
             self.run.log(logs)
-        if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.config.epochs or self.stop:
+        if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.passes or self.stop:
             self._checkpoint()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("train_loss", "val_acc") if k in logs}, refresh=False)
 
@@ -293,6 +294,8 @@ class Trainer:
         seen = 0
         start = self.step - self.epoch * self.steps_per_epoch
         for batch in self.batcher.epoch(self.epoch, start_step=start):
+            if self.step >= self.total_steps:  # train.steps ends this pass early
+                break
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.zero_grad(set_to_none=True)
             losses, logits, used = self._forward_backward(batch, lr)
@@ -322,7 +325,7 @@ class Trainer:
             "train_loss": (loss_sum / max(seen, 1)).mean().item(),
             **statistic_logs(correct, seen, self.readout),
         }
-        if self.data.val is not None and (self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs):
+        if self.data.val is not None and (self.epoch % self.config.eval_every == 0 or self.epoch == self.passes):
             logs.update(self.evaluate_val())
         if self.scaler is not None:
             logs["loss_scale"] = self.scaler.scale

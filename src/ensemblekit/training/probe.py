@@ -47,7 +47,7 @@ def probe_training(cfg: TrainConfig, data: Data, steps_per_epoch: int) -> None:
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"train.optimizer {spec!r}: {exc}") from None
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.total_steps(steps_per_epoch)
     try:
         policy = build_schedule(cfg.schedule, lr=optimizer_lr(spec), total_steps=total, steps_per_epoch=steps_per_epoch)
         rates = [float(policy(step)) for step in sorted({0, total // 2, total - 1})]

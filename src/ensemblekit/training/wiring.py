@@ -130,8 +130,8 @@ class StageSchedule:
 
 
 def stage_schedule(config: TrainConfig, steps_per_epoch: int, schedule: Schedule | None) -> StageSchedule:
-    """``schedule`` when given, else ``train.schedule`` over ``train.epochs``."""
-    base_lr, total = optimizer_lr(config.optimizer), config.epochs * steps_per_epoch
+    """``schedule`` when given, else ``train.schedule`` over the run's steps (``train.steps``, or ``train.epochs``)."""
+    base_lr, total = optimizer_lr(config.optimizer), config.total_steps(steps_per_epoch)
     policy = schedule or build_schedule(config.schedule, lr=base_lr, total_steps=total, steps_per_epoch=steps_per_epoch)
     return StageSchedule(policy, base_lr, total)
 
