@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -191,3 +192,25 @@ def test_threads_option_sets_torch_threads(cli, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert cli("--threads", "0", "list") == 2  # typer refuses a range violation
+
+
+def test_compare_with_tuning_and_auto_seeds_prints_every_trial_and_says_why_it_stopped(tmp_path):
+    cfg = {
+        "data": "digits",
+        "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+        "train": {"epochs": 1, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+        "budgets": [1],
+        "seeds": {"auto": {"min": 2, "max": 3}},
+        "methods": [{"name": "independent", "label": "Ind"}, {"name": "mc_dropout", "label": "MCD", "members": 3}],
+        "tuning": {"trials": 2, "methods": ["Ind"]},
+        "out": str(tmp_path / "cmp"),
+    }
+    res = _cli("compare", _write(tmp_path / "c.yaml", cfg))
+    assert res.returncode == 0, res.stderr
+    assert "tuning 1 method(s) with 2 trials each at 1B (val_nll on validation)" in res.stdout
+    assert len(re.findall(r"^tuning Ind: trial [12]/2 val_nll \d", res.stdout, flags=re.M)) == 2  # one line per trial, unwrapped
+    md = (tmp_path / "cmp" / "results.md").read_text()
+    assert "## Seeds" in md and "## Tuning" in md and "| Ind (tuned) |" in md
+    seeds = {r["seed"] for r in json.loads((tmp_path / "cmp" / "results.json").read_text())}
+    assert seeds in ({0, 1}, {0, 1, 2})
+    assert ("Decided at 2 seeds" in md) == (seeds == {0, 1})

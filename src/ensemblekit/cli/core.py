@@ -241,6 +241,23 @@ def _regression_plots(unc: Any, test: Any, ds: Any, rd: Any, title: str) -> None
         ood_histograms(unc["ood"], rd.file("ood_scores.png"), title=f"{title}: OOD scores, test split vs OOD set")
 
 
+def _compare_header(cfg: Any, out_dir: str) -> int:
+    """Print what a comparison will run (its tuning, its cells); returns the number of cells it starts with."""
+    splits = cfg.data.splits or 1
+    tuned = 0
+    if cfg.tuning is not None:
+        from ..config.tuning import tuned_labels
+
+        tuned = len(tuned_labels(cfg))
+        console.print(f"tuning {tuned} method(s) with {cfg.tuning.trials} trials each at {cfg.tuning.budget}B ({cfg.tuning.objective} on validation)")
+    rows_per = len(cfg.methods) + (tuned if cfg.tuning is not None and cfg.tuning.untuned else 0)
+    n = rows_per * len(cfg.budgets) * len(cfg.seed_list) * splits
+    over = f" x {splits} splits" if cfg.data.splits else ""
+    seeds = cfg.seed_list if cfg.auto_seeds is None else f"{cfg.seed_list} (auto, up to {cfg.auto_seeds.max})"
+    console.print(f"comparing {rows_per} method row(s) x budgets {cfg.budgets} x seeds {seeds}{over} = {n} cells -> [bold]{out_dir}[/bold]")
+    return n
+
+
 @app.command()
 @with_backend_options
 def compare(
@@ -263,18 +280,7 @@ def compare(
     runner = backend_for()
     out_dir = out or cfg.out
     data = cfg.data.load() if cfg.data.splits is None else None  # with splits every cell loads its own split
-    splits = cfg.data.splits or 1
-    tuned = 0
-    if cfg.tuning is not None:
-        from ..config.tuning import tuned_labels
-
-        tuned = len(tuned_labels(cfg))
-        console.print(f"tuning {tuned} method(s) with {cfg.tuning.trials} trials each at {cfg.tuning.budget}B ({cfg.tuning.objective} on validation)")
-    rows_per = len(cfg.methods) + (tuned if cfg.tuning is not None and cfg.tuning.untuned else 0)
-    n = rows_per * len(cfg.budgets) * len(cfg.seed_list) * splits
-    over = f" x {splits} splits" if cfg.data.splits else ""
-    seeds = cfg.seed_list if cfg.auto_seeds is None else f"{cfg.seed_list} (auto, up to {cfg.auto_seeds.max})"
-    console.print(f"comparing {rows_per} method row(s) x budgets {cfg.budgets} x seeds {seeds}{over} = {n} cells -> [bold]{out_dir}[/bold]")
+    n = _compare_header(cfg, out_dir)
     done = [0]
     import time
 
@@ -282,9 +288,10 @@ def compare(
 
     def on_done(spec: dict[str, Any], row: dict[str, Any]) -> None:
         done[0] += 1
-        left = (time.perf_counter() - start) / done[0] * (n - done[0])  # cells reused from disk make it pessimistic early on
-        eta = f", ETA {int(left // 60)}:{int(left % 60):02d}" if done[0] < n else ""
-        head = f"[{done[0]}/{n}{eta}] {spec['label']} {spec['budget']}B seed {spec['seed']}" + (
+        total = max(n, done[0])  # auto seeds add cells as they go
+        left = (time.perf_counter() - start) / done[0] * (total - done[0])  # cells reused from disk make it pessimistic early on
+        eta = f", ETA {int(left // 60)}:{int(left % 60):02d}" if done[0] < total else ""
+        head = f"[{done[0]}/{total}{eta}] {spec['label']} {spec['budget']}B seed {spec['seed']}" + (
             f" split {spec['split']}" if spec.get("split") is not None else "")
         if "failed" in row:
             err_console.print(f"{head}: [red]failed[/red] {row['failed']}")

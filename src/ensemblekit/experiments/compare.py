@@ -32,7 +32,7 @@ from .backends import Backend
 from .cells import check_cells, compare_cell, refuse_stale, run_cell, run_cells, train_hash
 from .provenance import code_note, code_version
 
-__all__ = ["Comparison", "cell_specs", "run_cell", "compare_cell", "train_hash", "run_compare", "write_report", "size_reference"]
+__all__ = ["Comparison", "cell_specs", "cell_spec", "cell_key", "slug", "run_cell", "compare_cell", "train_hash", "run_compare", "write_report", "size_reference"]
 
 
 @dataclass
@@ -45,8 +45,14 @@ class Comparison:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A label as a folder name: runs of other characters than letters, digits, ``_.-`` become ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "method"
+
+
+def cell_key(label: str, budget: Any, seed: Any, split: Any = None) -> str:
+    """The folder name of a comparison cell under ``cells/``: ``<label>-b<budget>-s<seed>[-k<split>]``."""
+    return f"{slug(label)}-b{budget}-s{seed}" + ("" if split is None else f"-k{split}")
 
 
 def cell_specs(cfg: CompareConfig, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
@@ -67,7 +73,7 @@ def cell_spec(cfg: CompareConfig, method: MethodConfig, budget: int, seed: int, 
     }
     if cfg.evaluation.held_out_classes is not None:  # they change the training data: part of what every cell trains on
         spec["held_out_classes"] = cfg.evaluation.held_out_classes
-    key = f"{_slug(method.display)}-b{budget}-s{seed}" + ("" if split is None else f"-k{split}")
+    key = cell_key(method.display, budget, seed, split)
     spec.update({"model": method.model_spec(cfg.model), "method": method.model_dump(mode="json", exclude_none=True),
                  "label": method.display, "budget": budget, "seed": seed, "key": key})
     if split is not None:  # the k-th random train/test split: part of what the cell trains on
@@ -223,8 +229,7 @@ def _row_examples(out_dir: str, row: Mapping[str, Any]) -> Mapping[str, Any] | N
     """The per-example test losses saved in a row's cell folder (None when there are none)."""
     from ..metrics.per_example import load_per_example
 
-    key = f"{_slug(row['method'])}-b{row['budget']}-s{row['seed']}" + ("" if row.get("split") is None else f"-k{row['split']}")
-    return load_per_example(os.path.join(out_dir, "cells", key))
+    return load_per_example(os.path.join(out_dir, "cells", cell_key(row["method"], row["budget"], row["seed"], row.get("split"))))
 
 
 def _comparison_plots(ok: Sequence[Mapping[str, Any]], methods: Sequence[str], budgets: Sequence[int], out_dir: str, title: str) -> None:

@@ -30,16 +30,13 @@ from ...errors import ConfigError, EnsembleKitError, TrainingError
 from ...evaluation.config import EvaluationConfig
 from ...seeding import derive_seed
 from ...serialization import write_json
+from ..compare import cell_spec, slug
 from ...config.tuning import apply_values, method_space, tuned_labels
 
 __all__ = ["TUNED_SUFFIX", "run_tuning", "trial_spec", "objective_value"]
 
 TUNED_SUFFIX = " (tuned)"
 _DIRECTION = "minimize"  # val_nll, val_error, val_rmse: lower is better
-
-
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_") or "method"
 
 
 def objective_value(row: Mapping[str, Any], objective: str) -> float:
@@ -59,16 +56,14 @@ def objective_value(row: Mapping[str, Any], objective: str) -> float:
 
 def trial_spec(cfg: CompareConfig, method: MethodConfig, values: Mapping[str, Any]) -> dict[str, Any]:
     """The cell spec of one trial: ``method`` with ``values`` set, at the tuning budget and seed."""
-    from ..compare import cell_spec
-
     tuning = cfg.tuning
     assert tuning is not None
     entry = MethodConfig(**apply_values(method, cfg.train, values))
     seed = tuning.seed if tuning.seed is not None else cfg.seed_list[0]
     spec = cell_spec(cfg, entry, tuning.budget, seed, evaluation=EvaluationConfig().model_dump(mode="json"))
     digest = hashlib.sha256(json.dumps(dict(values), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    spec["folder"] = os.path.join("tuning", _slug(method.display), "trials", digest)
-    spec["key"] = f"tune-{_slug(method.display)}-{digest}"
+    spec["folder"] = os.path.join("tuning", slug(method.display), "trials", digest)
+    spec["key"] = f"tune-{slug(method.display)}-{digest}"
     return spec
 
 
@@ -79,7 +74,7 @@ class _Study:
         import optuna
 
         self.cfg, self.method, self.tuning = cfg, method, cfg.tuning
-        self.folder = os.path.join(out_dir, "tuning", _slug(method.display))
+        self.folder = os.path.join(out_dir, "tuning", slug(method.display))
         self.space = method_space(method, cfg.train, self.tuning)  # type: ignore[arg-type]
         self.fingerprint = {
             "objective": self.tuning.objective, "sampler": self.tuning.sampler,  # type: ignore[union-attr]
