@@ -102,3 +102,16 @@ def test_default_space_and_setting_values():
     entry = apply_values(cfg.methods[1], cfg.train, {"train.optimizer.lr": 0.1, "cycles": 3})
     assert entry["train"]["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9}  # the other arguments kept
     assert entry["params"]["cycles"] == 3
+
+
+def test_regression_over_random_splits_tunes_on_the_first_split_by_validation_rmse(tmp_path):
+    cfg = CompareConfig(data={"name": "diabetes", "splits": 2}, model={"name": "mlp", "kwargs": {"hidden": [16]}},
+                        train={"epochs": 3, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+                        budgets=[1], seeds=[0], methods=[{"name": "independent", "label": "Ind", "members": 2}],
+                        tuning={"trials": 2, "objective": "val_rmse", "untuned": False})
+    res = run_compare(cfg, str(tmp_path))
+    assert sorted((r["method"], r["split"]) for r in res.rows) == [("Ind (tuned)", 0), ("Ind (tuned)", 1)]
+    summary = json.loads((tmp_path / "tuning.json").read_text())[0]
+    trial_rows = [json.loads(p.read_text()) for p in (tmp_path / "tuning" / "Ind" / "trials").glob("*/results.json")]
+    assert len(trial_rows) == 2 and {r["split"] for r in trial_rows} == {0}
+    assert summary["best_value"] == min(r["val"]["rmse"] for r in trial_rows)

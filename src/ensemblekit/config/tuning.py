@@ -41,7 +41,8 @@ class TuningConfig(StrictModel):
         objective: ``val_nll`` (default), ``val_error`` (%) or for regression ``val_rmse``.
         sampler: ``tpe`` (default) | ``random`` (optuna's).
         budget: the budget k (kB) trials train at (default 1).
-        seed: the seed trials train with (default: the comparison's first seed).
+        seed: the seed trials train with (default: the comparison's first seed); with
+            ``data.splits`` the trials train on the first random split.
         methods: the labels of the methods tuned (default: all).
         untuned: keep the untuned rows beside the tuned ones (default true).
         lr_range: the learning rate is searched on a log scale in ``[lr / f, lr * f]`` around
@@ -157,8 +158,6 @@ def check_tuning(cfg: "CompareConfig") -> None:
     unknown = sorted({*(tuning.methods or []), *tuning.space} - set(labels))
     if unknown:
         raise ValueError(f"tuning names methods the comparison does not have: {unknown} (labels: {labels})")
-    if cfg.data.splits is not None:
-        raise ValueError("tuning with data.splits is not supported yet: tune on one split (data.split: k) and give the best values")
     if tuning.budget not in cfg.budgets:
         raise ValueError(f"tuning.budget {tuning.budget} is not one of the budgets {cfg.budgets}")
     for m in cfg.methods:

@@ -29,7 +29,7 @@ from ..report.plots import line_plot, size_curve_plot
 from ..report.tables import comparison_markdown, grid, headline_metric, is_regression, mean_std
 from ..serialization import atomic_write_text, write_json
 from .backends import Backend
-from .cells import check_cells, compare_cell, refuse_stale, run_cell, run_cells, train_hash
+from .cells import cell_data, check_cells, compare_cell, refuse_stale, run_cell, run_cells, train_hash
 from .provenance import code_note, code_version
 
 __all__ = ["Comparison", "cell_specs", "cell_spec", "cell_key", "slug", "run_cell", "compare_cell", "train_hash", "run_compare", "write_report", "size_reference"]
@@ -125,7 +125,8 @@ def run_compare(
         from ..config.tuning import tuned_labels
         from .tune.compare_tuning import trial_spec
 
-        check_cells([trial_spec(cfg, m, {}) for m in cfg.methods if m.display in tuned_labels(cfg)], data)  # type: ignore[arg-type]
+        trials = [trial_spec(cfg, m, {}) for m in cfg.methods if m.display in tuned_labels(cfg)]
+        check_cells(trials, data if data is not None else cell_data(trials[0]))  # with data.splits: the first split's
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
     if cfg.tuning is not None:

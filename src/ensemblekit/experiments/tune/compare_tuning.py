@@ -60,7 +60,8 @@ def trial_spec(cfg: CompareConfig, method: MethodConfig, values: Mapping[str, An
     assert tuning is not None
     entry = MethodConfig(**apply_values(method, cfg.train, values))
     seed = tuning.seed if tuning.seed is not None else cfg.seed_list[0]
-    spec = cell_spec(cfg, entry, tuning.budget, seed, evaluation=EvaluationConfig().model_dump(mode="json"))
+    split = None if cfg.data.splits is None else 0  # repeated random splits: the trials tune on the first
+    spec = cell_spec(cfg, entry, tuning.budget, seed, split, evaluation=EvaluationConfig().model_dump(mode="json"))
     digest = hashlib.sha256(json.dumps(dict(values), sort_keys=True, default=str).encode()).hexdigest()[:12]
     spec["folder"] = os.path.join("tuning", slug(method.display), "trials", digest)
     spec["key"] = f"tune-{slug(method.display)}-{digest}"
