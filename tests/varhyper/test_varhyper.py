@@ -225,3 +225,11 @@ def test_varhyper_experiment_writes_tables_with_kl_and_costs(blobs, tmp_path):
 
     with pytest.raises(StaleResultError, match="holds work of another config"):  # never relabelled under a new config
         run_varhyper(cfg.model_copy(update={"prior_std": 0.5}), str(tmp_path), data=blobs, plots=False)
+
+
+def test_separate_nets_train_on_a_lambda_range_below_the_default_evaluation_grid(blobs):
+    # log10_range [-4, 0] excludes lambda = 10 of the default evaluation grid; the nets' own lambdas are all that count
+    # (a tuning search picked this range and the run failed after its checks had passed)
+    method = ek.create_method("variational", model=MLP, epochs=1, batch_size=64, log10_range=(-4.0, 0.0), lambdas=[0.01])
+    method.fit(blobs)
+    assert method.ensemble_.num_members == 1

@@ -68,7 +68,7 @@ def train_separate(factory: Callable[[], nn.Module], data: Data, train: TrainCon
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         template = factory()
-        probe = HyperModel(template, create_form("linear"), **hyper_kw)
+        probe = HyperModel(template, create_form("linear"), eval_lambdas=lambdas, **hyper_kw)  # only to encode the lambdas
         levels = probe.encode(torch.tensor([float(v) for v in lambdas])).tolist()
         model = HyperModel(template, SeparateForm(levels), fixed=lambdas, eval_lambdas=lambdas, spec=getattr(factory, "spec", None), **hyper_kw)
     n = len(data.train)
