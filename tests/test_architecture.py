@@ -93,7 +93,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("training",),
     ("ensemble",),
-    ("efficient", "nas", "varhyper", "curves"),
+    ("efficient", "nas", "varhyper", "curves", "laplace", "distance"),
     ("export",),
     ("report",),
     ("methods",),
@@ -116,7 +116,8 @@ import only units of lower tiers, never one of its own tier nor a higher one:
    and wrapper registries and the zoo) < 7. ``training`` (the engine and the trainable-model
    protocol; no model class);
 8. ``ensemble``: the stacked Ensemble, the first predictor kind (also the members other kinds are
-   made of) < 9. the other kinds, side by side: ``efficient``, ``nas``, ``varhyper``, ``curves``;
+   made of) < 9. the other kinds, side by side: ``efficient``, ``nas``, ``varhyper``, ``curves``,
+   ``laplace`` (Laplace approximations), ``distance`` (SNGP's and DDU's distance-aware pieces);
 10. ``export`` (writes whatever module a kind exports) < 11. ``report`` (tables and plots) <
     12. ``methods`` (the algorithms, which may draw their own plots) < 13. ``config`` (typed run
     configs over methods) < 14. ``experiments`` (runs, comparisons, tuning) < 15. ``cli`` <
@@ -235,7 +236,7 @@ def _classes(modules: list[ModuleType]) -> list[type]:
     return [c for m in modules for c in vars(m).values() if inspect.isclass(c) and c.__module__ == m.__name__]
 
 
-METHOD_BASES = ("OneNetworkMethod", "SharedNetworkMethod", "NasMethod", "FamilyMethod", "TrajectoryMethod")
+METHOD_BASES = ("OneNetworkMethod", "SharedNetworkMethod", "NasMethod", "FamilyMethod", "TrajectoryMethod", "PostHocMethod")
 """The public Method subclasses meant for subclassing, not for use (no name of their own)."""
 
 

@@ -215,3 +215,49 @@ def test_compare_reevaluates_a_finished_cell_without_retraining_when_only_the_ev
     assert json.loads((tmp_path / "cells" / "Ind-b1-s0" / "results.json").read_text())["evaluation"]["hash"] == row["evaluation"]["hash"]
     with pytest.raises(StaleResultError):  # held-out classes change what the cells train on
         run_compare(CompareConfig(**{**base, "evaluation": {"ood": [{"held_out_classes": [2]}]}}), str(tmp_path), data=blobs)
+
+
+class _Scored:
+    """A predictor that scores its examples itself (as a DDU does): the norm of each input."""
+
+    def __init__(self, ens):
+        self.ens, self.readout, self.training = ens, ens.readout, False
+        self.members_info = ens.members_info
+
+    device = property(lambda self: self.ens.device)
+    num_members = property(lambda self: self.ens.num_members)
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def logits(self, x):
+        return self.ens.logits(x)
+
+    def example_scores(self, x):
+        return {"density": x.flatten(1).norm(dim=1)}
+
+
+def test_a_predictors_own_score_reaches_the_ood_tables_and_only_its_rows(blobs):
+    """``example_scores`` -> Categorical.extras -> the OOD and selective parts; a plain ensemble asked for
+    the same score has none (left out, not an error), and TTA averages the score like the probabilities."""
+    from ensemblekit.evaluation.forward import predictive
+    from ensemblekit.evaluation.run import evaluate_uncertainty
+
+    ens = ek.create_method("independent", model=MLP, members=2, epochs=1, progress=False).fit(blobs).ensemble_
+    scored = _Scored(ens)
+    x = blobs.test.x
+    pd = predictive(scored, x, batch_size=7)
+    assert torch.allclose(pd.extras["density"], x.flatten(1).norm(dim=1).double())
+    assert set(pd.scores(["msp", "density"])) == {"msp", "density"} and list(predictive(ens, x).scores(["msp", "density"])) == ["msp"]
+    assert pd.prefix(1).extras == {} and set(pd.prefix(2).extras) == {"density"}
+    tta = predictive(scored, x, tta=[lambda t: t, lambda t: 3 * t])  # mean of |x| and |3x| = 2|x|
+    assert torch.allclose(tta.extras["density"], 2 * x.flatten(1).norm(dim=1).double(), atol=1e-5)
+    cfg = {"ood": ["noise"], "scores": ["msp", "density"], "selective": True}
+    mine, plain = evaluate_uncertainty(scored, blobs, cfg), evaluate_uncertainty(ens, blobs, cfg)
+    assert set(mine["ood"]["noise"]["scores"]) == {"msp", "density"} and set(plain["ood"]["noise"]["scores"]) == {"msp"}
+    assert set(mine["selective"]["scores"]) == {"msp", "density"}
+    assert mine["ood"]["noise"]["scores"]["msp"] == plain["ood"]["noise"]["scores"]["msp"]

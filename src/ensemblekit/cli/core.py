@@ -128,36 +128,68 @@ def evaluate(
     selective: bool = typer.Option(False, "--selective", help="Risk-coverage, AURC and AUGRC of each uncertainty score (regression: MSE risk)."),
     evaluation: Optional[str] = typer.Option(None, "--evaluation", help="A YAML evaluation block (or a config with `evaluation:`); flags add to it."),
     out: Optional[str] = typer.Option(None, "--out", help="Where to write evaluation.json and its plots (default: RUN_DIR/evaluation)."),
+    laplace: Optional[str] = typer.Option(None, "--laplace", help="First fit a last-layer Laplace approximation to the run's networks "
+                                                                  "(full | kfac | diag) on its training split, and evaluate that; "
+                                                                  "written to OUT/laplace.safetensors."),
+    laplace_prior: str = typer.Option("marglik", "--laplace-prior", help="How --laplace chooses the prior precision: marglik | val."),
+    laplace_predictive: str = typer.Option("probit", "--laplace-predictive", help="--laplace's predictive: probit (exportable) | mc "
+                                                                                 "(10 weight samples per network)."),
 ) -> None:
     """Metrics of a saved ensemble, and with --shift/--ood/--calibrate/--conformal/--selective its uncertainty
     (a regression run: RMSE, NLL, CRPS, interval coverage and width, in the targets' units).
 
     Never unpickles, and never imports code the files name unless told to.
     """
-    from ..config import DataConfig
-    from ..schema import load_yaml, parse_config
     from ..evaluation.evaluate import evaluate as evaluate_fn
-    from ..predictors import load_predictor
-    from .uncertainty import evaluation_from_flags
-    from .use import user_factory
+    from .uncertainty import check_laplace_flags, evaluation_from_flags, fit_run_laplace
 
     path = os.path.join(run_dir, "ensemble.safetensors")
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir}: no ensemble.safetensors (has the run finished?)")
-    if data is None:  # only the data section: the rest of the file is not needed, and a model factory in it is not imported
-        raw = load_yaml(os.path.join(run_dir, "config.yaml"))
-        dcfg = parse_config(raw.get("data", "mnist1d"), DataConfig)
-    else:
-        dcfg = parse_config({"npz": data} if data.endswith(".npz") else {"name": data}, DataConfig)
     if split not in ("test", "val", "train"):
         raise ConfigError(f"--split must be test, val or train, got {split!r}")
+    if laplace is not None:
+        check_laplace_flags(path, laplace, laplace_prior, laplace_predictive)
     block = evaluation_from_flags(run_dir, evaluation, shift, ood or [], calibrate, conformal, selective)
-    ds, cfg = _evaluation_data(dcfg.load(), block)
-    if cfg is not None and split != "test" and (shift or ood or calibrate or conformal is not None or selective or evaluation):
+    ds, cfg = _evaluation_data(_run_data(run_dir, data), block)
+    asked = shift or ood or calibrate or conformal is not None or selective or evaluation
+    if cfg is not None and split != "test" and asked:
         raise ConfigError("the uncertainty evaluation reads the test split (and val for calibration); drop --split")
     part = getattr(ds, split)
     if part is None:
         raise ConfigError(f"--split {split}: the data has no {split} split")
+    ens = _run_predictor(run_dir, path, ds, factory, trust_factory)
+    out_dir = out or os.path.join(run_dir, "evaluation")
+    if laplace is not None:
+        ens = fit_run_laplace(ens, ds, laplace, laplace_prior, laplace_predictive, out_dir)
+    try:
+        res = evaluate_fn(ens, part)
+    except RuntimeError as exc:
+        raise ConfigError(f"the ensemble cannot take {ds.name} examples of shape {ds.input_shape}: {exc}") from None
+    console.print(_table(f"{len(ens)} member(s) on the {split} split of {ds.name}", _metrics_header({"test": res}), _metrics_rows({"test": res})))
+    div = res["diversity"]
+    console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
+    if cfg is not None and asked:
+        _uncertainty(ens, ds, cfg, out_dir)
+
+
+def _run_data(run_dir: str, data: Optional[str]) -> Any:
+    """The data to evaluate on: ``--data`` (a name or an .npz), else the run's own (only the data
+    section of its config is read: a model factory named there is not imported)."""
+    from ..config import DataConfig
+    from ..schema import load_yaml, parse_config
+
+    if data is None:
+        raw = load_yaml(os.path.join(run_dir, "config.yaml"))
+        return parse_config(raw.get("data", "mnist1d"), DataConfig).load()
+    return parse_config({"npz": data} if data.endswith(".npz") else {"name": data}, DataConfig).load()
+
+
+def _run_predictor(run_dir: str, path: str, ds: Any, factory: Optional[str], trust_factory: bool) -> Any:
+    """The run's predictor, refused (one line) when it was trained for the other task."""
+    from ..predictors import load_predictor
+    from .use import user_factory
+
     fac = user_factory(factory, path, input_shape=ds.input_shape,
                        num_classes=ds.num_outputs if ds.is_regression else ds.num_classes) if factory else None
     ens = load_predictor(path, factory=fac, trust_factory=trust_factory)
@@ -166,16 +198,7 @@ def evaluate(
         task = "regression" if regression else "classification"
         raise ConfigError(f"{run_dir} is a {task} run, and {ds.name!r} is {'regression' if ds.is_regression else 'classification'} "
                           f"data; evaluate it on {task} data")
-
-    try:
-        res = evaluate_fn(ens, part)
-    except RuntimeError as exc:
-        raise ConfigError(f"the ensemble cannot take {ds.name} examples of shape {ds.input_shape}: {exc}") from None
-    console.print(_table(f"{len(ens)} member(s) on the {split} split of {ds.name}", _metrics_header({"test": res}), _metrics_rows({"test": res})))
-    div = res["diversity"]
-    console.print("diversity: " + ", ".join(f"{k}={v:.4f}" for k, v in div.items()))
-    if cfg is not None and (shift or ood or calibrate or conformal is not None or selective or evaluation):
-        _uncertainty(ens, ds, cfg, out or os.path.join(run_dir, "evaluation"))
+    return ens
 
 
 def _evaluation_data(ds: Any, block: Any) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["evaluation_from_flags", "regression_uncertainty_tables", "run_held_out_classes", "run_task", "uncertainty_tables"]
+__all__ = ["check_laplace_flags", "fit_run_laplace", "evaluation_from_flags", "regression_uncertainty_tables", "run_held_out_classes", "run_task", "uncertainty_tables"]
 
 
 def run_held_out_classes(run_dir: str) -> list[int] | None:
@@ -50,6 +50,47 @@ def run_task(run_dir: str) -> str:
         if isinstance(readout, dict) and readout.get("task") == "regression":
             return "regression"
     return "classification"
+
+
+LAPLACE_STRUCTURES, LAPLACE_PRIORS, LAPLACE_PREDICTIVES = ("full", "kfac", "diag"), ("marglik", "val"), ("probit", "mc")
+
+
+def check_laplace_flags(path: str, structure: str, prior: str, predictive: str) -> None:
+    """``evaluate --laplace``'s flags, and that the run's file holds ordinary networks (a stacked ensemble)."""
+    from ..predictors import format_family
+    from ..serialization import load_metadata
+
+    for flag, value, valid in (("--laplace", structure, LAPLACE_STRUCTURES), ("--laplace-prior", prior, LAPLACE_PRIORS),
+                               ("--laplace-predictive", predictive, LAPLACE_PREDICTIVES)):
+        if value not in valid:
+            raise ConfigError(f"{flag} must be {' | '.join(valid)}, got {value!r}")
+    meta = load_metadata(path)
+    family = format_family(meta.get("format") if isinstance(meta, dict) else None)
+    if family != "ensemblekit.ensemble":
+        raise ConfigError(f"--laplace fits the networks of a run of independently trained members; {path} holds a "
+                          f"{family or 'unknown'} predictor")
+
+
+def fit_run_laplace(ens: Any, ds: Any, structure: str, prior: str, predictive: str, out_dir: str) -> Any:
+    """Fit a last-layer Laplace approximation to every network of ``ens`` on ``ds``'s training split, say what
+    it cost, save it to ``out_dir/laplace.safetensors`` and return it."""
+    import time
+
+    from ..laplace.predictor import fit_laplace
+    from ..training.checkpoint import RunDir
+    from ..training.flops import count_flops
+    from .app import console
+
+    if prior == "val" and ds.val is None:
+        raise ConfigError("--laplace-prior val chooses the prior precision on the validation split, and the data has none")
+    start = time.perf_counter()
+    lap, flops = count_flops(lambda: fit_laplace(ens, ds.train, structure=structure, prior=prior, val=ds.val, predictive=predictive))
+    seconds = time.perf_counter() - start
+    path = RunDir(out_dir).file("laplace.safetensors")
+    lap.save(path)
+    console.print(f"Laplace ({structure}, prior {prior}, {predictive}) fitted to {ens.num_members} network(s) in {seconds:.2f} s "
+                  f"({flops / 1e9:.3f} GFLOPs); saved to {path}")
+    return lap
 
 
 def evaluation_from_flags(run_dir: str, evaluation_file: str | None, shift: bool, ood: Sequence[str], calibrate: bool,

@@ -146,10 +146,10 @@ class EvaluationConfig(StrictModel):
     @field_validator("scores")
     @classmethod
     def _scores(cls, v: list[str]) -> list[str]:
-        from ..metrics.ood import SCORES
+        from ..metrics.ood import PREDICTOR_SCORES, SCORES
         from ..metrics.predictive import GAUSSIAN_SCORES
 
-        valid = SCORES + GAUSSIAN_SCORES  # classification's, then regression's (each task refuses the other's)
+        valid = SCORES + PREDICTOR_SCORES + GAUSSIAN_SCORES  # classification's, then regression's (each task refuses the other's)
         bad = [s for s in v if s not in valid]
         if bad:
             raise ValueError(f"unknown uncertainty score(s) {bad}; valid: {', '.join(valid)}")

@@ -15,6 +15,7 @@ logits, over a fixed list of deterministic transforms of the inputs (see
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -24,7 +25,7 @@ from ..errors import DataError
 from ..metrics.head_outputs import CLASSIFICATION, Readout
 from ..metrics.predictive import Categorical, Gaussian
 
-__all__ = ["Transform", "member_logits", "predictive"]
+__all__ = ["Transform", "member_logits", "example_scores", "predictive"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,6 +55,23 @@ def member_logits(pred: Any, x: torch.Tensor | Split, batch_size: int = 1024,
     return torch.cat(chunks, dim=1)
 
 
+@torch.no_grad()
+def example_scores(pred: Any, x: torch.Tensor | Split, batch_size: int = 1024, cpu: bool = True) -> dict[str, torch.Tensor]:
+    """The scores ``(N,)`` a predictor computes itself (``pred.example_scores(xb) -> {name: (B,)}``, in eval
+    mode, ``batch_size`` examples at a time; e.g. a DDU's feature density), by name."""
+    parts: list[dict[str, torch.Tensor]] = []
+    was = bool(getattr(pred, "training", False))
+    pred.eval()
+    try:
+        batches = (xb for xb, _ in x.batches(batch_size, device=pred.device)) if isinstance(x, Split) else (
+            x[i:i + batch_size].to(pred.device) for i in range(0, x.shape[0], batch_size))
+        parts = [pred.example_scores(xb) for xb in batches]
+    finally:
+        pred.train(was)
+    out = {k: torch.cat([p[k].double() for p in parts]) for k in parts[0]} if parts else {}
+    return {k: v.cpu() for k, v in out.items()} if cpu else out
+
+
 def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | None = None, batch_size: int = 1024, *,
                cpu: bool = True, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                readout: Readout | None = None) -> Categorical | Gaussian:
@@ -78,6 +96,9 @@ def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | No
         readout: read the outputs this way instead of by ``pred.readout`` (the engine's
             validation of a model being trained on standardised data).
 
+    A predictor that scores examples itself (``example_scores``, DDU's density) adds those scores
+    to the Categorical's ``extras`` (one more pass over ``x``).
+
     Returns:
         A Categorical (probabilities and logits ``(M, N, C)``) or a Gaussian (members' means
         and variances; test-time transforms average each).
@@ -91,9 +112,14 @@ def predictive(pred: Any, x: torch.Tensor | Split, tta: Sequence[Transform] | No
         inner = forward if forward is not None else pred.logits
         forward = lambda xb: inner(ro.inputs(xb))  # noqa: E731
 
+    own = getattr(pred, "example_scores", None) if not ro.is_regression else None
+
     def one(inputs: torch.Tensor | Split) -> Categorical | Gaussian:
         z = member_logits(pred, inputs, batch_size, forward)
-        return ro.read(z.cpu() if cpu else z)
+        out = ro.read(z.cpu() if cpu else z)
+        if own is not None:
+            out = replace(out, extras=example_scores(pred, inputs, batch_size, cpu))  # type: ignore[arg-type]
+        return out
 
     if not tta:
         return one(x)

@@ -64,12 +64,12 @@ def check_evaluation(evaluation: Any, data: Data) -> EvaluationConfig:
     from ..data.ood import load_ood_npz
     from ..data.shift import corruptions_for
     from ..data.tabular_shift import EXTRAPOLATION
-    from ..metrics.ood import SCORES
+    from ..metrics.ood import PREDICTOR_SCORES, SCORES
 
-    gaussian = [s for s in cfg.scores if s not in SCORES]
+    gaussian = [s for s in cfg.scores if s not in SCORES + PREDICTOR_SCORES]
     if gaussian:
         raise ConfigError(f"evaluation.scores: {gaussian} score a Gaussian predictive (regression); a classifier's scores are "
-                          f"{', '.join(SCORES)}")
+                          f"{', '.join(SCORES + PREDICTOR_SCORES)}")
     if EXTRAPOLATION in cfg.ood:
         raise ConfigError(f"evaluation.ood: {EXTRAPOLATION} (test examples beyond a feature's training range) is evaluated for "
                           "regression data only")
@@ -167,10 +167,11 @@ def _ood(cfg: EvaluationConfig, pred: Any, data: Data, tta: Sequence[Transform] 
     for spec in cfg.ood:
         x = ood_inputs(data, spec, cfg.ood_size, seed=cfg.seed)
         scores = predictive(pred, x, tta).scores(cfg.scores)
+        names = [k for k in cfg.scores if k in scores and k in test_scores]  # a predictor's own score only where it gives one
         out[ood_name(spec)] = {
             "size": int(x.shape[0]), "in_size": int(next(iter(test_scores.values())).numel()),
-            "scores": {k: detection_metrics(test_scores[k], scores[k]) for k in cfg.scores},
-            "histograms": {k: score_histogram(test_scores[k], scores[k]) for k in cfg.scores},
+            "scores": {k: detection_metrics(test_scores[k], scores[k]) for k in names},
+            "histograms": {k: score_histogram(test_scores[k], scores[k]) for k in names},
         }
     return out
 

@@ -41,6 +41,7 @@ from typing import Any, Mapping
 from ..data.augment import build_tta
 from ..data.dataset import Data
 from ..methods.base import Method
+from ..methods.from_run import data_digest
 from ..evaluation.evaluate import Evaluated, evaluate_predictor
 from ..metrics.per_example import save_per_example
 from ..serialization import write_json
@@ -120,7 +121,7 @@ def record_result(method: Method, data: Data, run_dir: str, *, label: str | None
         "evaluation": uncertainty,
         "hyperparameters": method.params_.model_dump(mode="json", fallback=_name_of),
         "details": method.details(data),
-        "data": data.describe(),
+        "data": {**data.describe(), "digest": data_digest(data)},
         "provenance": provenance(),
         **dict(extra or {}),
     }

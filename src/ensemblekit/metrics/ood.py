@@ -22,9 +22,13 @@ from ..errors import ConfigError, DataError
 from .classification import check_probs, check_values, f64, float_tensor
 from .diversity import entropy_nats
 
-__all__ = ["SCORES", "PROB_SCORES", "uncertainty_scores", "detection_metrics", "detection_curves"]
+__all__ = ["SCORES", "PREDICTOR_SCORES", "PROB_SCORES", "uncertainty_scores", "detection_metrics", "detection_curves"]
 
 SCORES = ("msp", "entropy", "mi", "energy", "max_logit")
+PREDICTOR_SCORES = ("density",)
+"""Scores a predictor computes itself (``example_scores``; :func:`ensemblekit.evaluation.forward.predictive`):
+``density`` is minus the log-density of a DDU's features under its class-conditional Gaussians
+(Mukhoti et al., "Deep Deterministic Uncertainty: A New Simple Baseline", CVPR 2023)."""
 PROB_SCORES = ("msp", "entropy", "mi")  # the scores that need no logits
 _LOGIT_SCORES = ("energy", "max_logit")
 

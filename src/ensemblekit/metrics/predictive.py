@@ -16,8 +16,8 @@ pure functions of (predictive, targets).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,10 @@ class Categorical:
             augmentation the mean over the transformed inputs.
         logits: members' logits ``(M, N, C)``, averaged the same way (the softmax of the mean
             logits is not ``probs`` under TTA: each is the mean of its own quantity).
+        extras: per-example scores ``(N,)`` the predictor computes itself, by name (DDU's
+            feature density, :data:`ensemblekit.metrics.ood.PREDICTOR_SCORES`; higher: more
+            uncertain); empty for most predictors. They describe the whole predictor, so a
+            subset of its members carries none.
 
     Example:
         >>> pd = predictive(method.ensemble_, data.test)
@@ -46,6 +50,7 @@ class Categorical:
 
     probs: torch.Tensor
     logits: torch.Tensor
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
     kind: ClassVar[str] = "categorical"
 
     @property
@@ -65,8 +70,8 @@ class Categorical:
         return self.probs.mean(0)
 
     def prefix(self, k: int) -> "Categorical":
-        """The predictive of the first ``k`` members."""
-        return Categorical(self.probs[:k], self.logits[:k])
+        """The predictive of the first ``k`` members (the predictor's own scores only when ``k`` is all of them)."""
+        return Categorical(self.probs[:k], self.logits[:k], self.extras if k >= self.num_members else {})
 
     def members(self, indices: Sequence[int]) -> "Categorical":
         """The predictive of the chosen members, in the given order."""
@@ -79,19 +84,26 @@ class Categorical:
 
     def scores(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """Per-example uncertainty scores ``(N,)`` (higher: more uncertain), by name: see
-        :func:`ensemblekit.metrics.ood.uncertainty_scores`."""
-        from .ood import uncertainty_scores
+        :func:`ensemblekit.metrics.ood.uncertainty_scores`; a predictor's own score
+        (:data:`~ensemblekit.metrics.ood.PREDICTOR_SCORES`) is there when the predictor gave it and
+        left out otherwise (a DDU's density, and no density for an ensemble)."""
+        from .ood import PREDICTOR_SCORES, uncertainty_scores
 
-        return uncertainty_scores(self.probs, self.logits, names)
+        names = [names] if isinstance(names, str) else list(names)
+        own = [n for n in names if n in PREDICTOR_SCORES]
+        out = uncertainty_scores(self.probs, self.logits, [n for n in names if n not in own]) if len(own) < len(names) else {}
+        out.update({n: self.extras[n] for n in own if n in self.extras})
+        return {n: out[n] for n in names if n in out}
 
     @staticmethod
     def mean_of(parts: Sequence["Categorical"]) -> "Categorical":
         """The mean of predictives of the same examples (test-time augmentation), summed in order."""
-        probs, logits = parts[0].probs, parts[0].logits
+        probs, logits, extras = parts[0].probs, parts[0].logits, dict(parts[0].extras)
         for p in parts[1:]:
             probs, logits = probs + p.probs, logits + p.logits
+            extras = {k: v + p.extras[k] for k, v in extras.items() if k in p.extras}
         n = len(parts)
-        return Categorical(probs / n, logits / n) if n > 1 else parts[0]
+        return Categorical(probs / n, logits / n, {k: v / n for k, v in extras.items()}) if n > 1 else parts[0]
 
 
 # --------------------------------------------------------------------------- regression

@@ -34,7 +34,7 @@ __all__ = [
     "list_wrappers",
 ]
 
-DISCOVER = ("ensemblekit.models", "ensemblekit.nas", "ensemblekit.efficient")
+DISCOVER = ("ensemblekit.models", "ensemblekit.nas", "ensemblekit.efficient", "ensemblekit.distance")
 """The packages whose modules register models and wrappers (imported on a lookup that misses)."""
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", discover=DISCOVER)

@@ -179,11 +179,12 @@ def ood_auroc_plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], bu
             oods = [o[name] for o in rows_at_budget(rows, m, budget, "ood") if name in o]
             if not oods:
                 continue
-            scores = list(oods[0]["scores"])
-            vals[m] = {s: 100 * float(np.mean([o["scores"][s]["auroc"] for o in oods])) for s in scores}
+            mine = list(oods[0]["scores"])
+            scores += [s for s in mine if s not in scores]  # a predictor's own score (DDU's density) in its rows only
+            vals[m] = {s: 100 * float(np.mean([o["scores"][s]["auroc"] for o in oods])) for s in mine}
         width = 0.8 / max(len(scores), 1)
         for j, s in enumerate(scores):
-            ax.bar([k - 0.4 + width * (j + 0.5) for k in range(len(vals))], [vals[m][s] for m in vals], width=width, label=s, color=f"C{j}")
+            ax.bar([k - 0.4 + width * (j + 0.5) for k in range(len(vals))], [vals[m].get(s, np.nan) for m in vals], width=width, label=s, color=f"C{j}")
         ax.set_xticks(range(len(vals)), list(vals), fontsize="small")
         ax.set_ylabel("AUROC (%)")
         ax.set_ylim(max(0.0, min((v for d in vals.values() for v in d.values()), default=50.0) - 5), 100)

@@ -111,6 +111,17 @@ def mean_or_none(values: Any) -> float | None:
     return None if not values else sum(values) / len(values)
 
 
+def _score_names(rows: Sequence[Mapping[str, Any]], *path: str) -> list[str]:
+    """The score names under ``path`` of any row, in first-seen order (a predictor's own score, DDU's density,
+    is in its rows only: the other rows' cells stay blank)."""
+    names: list[str] = []
+    for r in rows:
+        for s in row_value(r, *path) or {}:
+            if s not in names:
+                names.append(s)
+    return names
+
+
 def _ood_sections(parts: list[str], at_top: Sequence[Mapping[str, Any]], methods: Sequence[str], top: int) -> None:
     sets: list[str] = []
     for r in at_top:
@@ -118,12 +129,12 @@ def _ood_sections(parts: list[str], at_top: Sequence[Mapping[str, Any]], methods
             if name not in sets:
                 sets.append(name)
     for name in sets:
-        scores = next((list(row_value(r, "ood", name, "scores")) for r in at_top if row_value(r, "ood", name)), [])
+        scores = _score_names(at_top, "ood", name, "scores")
         for metric, label in (("auroc", "AUROC (%)"), ("fpr95", "FPR at 95% TPR (%)")):
             cols = [(s, lambda r, s=s, m=metric: percent(row_value(r, "ood", name, "scores", s, m))) for s in scores]
             note = ("The test split mixed with the OOD set; every score oriented so that higher means more likely OOD. "
                     "msp: max softmax probability; mi: mutual information (the members' disagreement); energy and max_logit "
-                    "of the members' mean logits.") if metric == "auroc" else ""
+                    "of the members' mean logits; density: minus a DDU's feature log-density (its rows only).") if metric == "auroc" else ""
             add_section(parts, f"OOD detection at {top}B, {name}: {label}", note, columns_table(at_top, methods, cols, 1, "max" if metric == "auroc" else "min"))
 
 
@@ -136,7 +147,7 @@ def _selective_sections(parts: list[str], rows: Sequence[Mapping[str, Any]], at_
              budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "selective", "scores", "msp", "aurc")), 2, "min"))
     add_section(parts, "Selective prediction: AUGRC (%), confidence = max probability", "",
              budget_table(rows, methods, budgets, lambda r: percent(row_value(r, "selective", "scores", "msp", "augrc")), 2, "min"))
-    scores = next((list(row_value(r, "selective", "scores")) for r in at_top if row_value(r, "selective")), [])
+    scores = _score_names(at_top, "selective", "scores")
     cols = [(s, lambda r, s=s: percent(row_value(r, "selective", "scores", s, "aurc"))) for s in scores]
     add_section(parts, f"Selective prediction at {top}B: AURC (%) per confidence score", "", columns_table(at_top, methods, cols, 2, "min"))
 
