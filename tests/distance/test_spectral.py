@@ -147,3 +147,16 @@ def test_a_method_trains_a_bounded_model(blobs):
     for i in range(2):
         assert _norm(method.ensemble_.member(i).eval().features[1].weight) <= 1.0 + 1e-3
     assert isinstance(SpectralBound(2.0).coeff, float)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_flops_are_counted_through_a_spectral_bound(members):
+    """FlopCounterMode (the cost columns) hooks every module's inputs; a one-member ensemble's parameter
+    views taken under no_grad must not reach a parametrisation as tensors that want a graph."""
+    from ensemblekit.training.flops import inference_flops
+
+    factory = model_factory({"name": "mlp", "kwargs": {"hidden": [16]}, "spectral_norm": 1.0}, input_shape=(8,), num_classes=3)
+    plain = model_factory({"name": "mlp", "kwargs": {"hidden": [16]}}, input_shape=(8,), num_classes=3)
+    x = torch.randn(4, 8)
+    sn, ref = inference_flops(Ensemble.from_factory(factory, members=members), x), inference_flops(Ensemble.from_factory(plain, members=members), x)
+    assert sn > ref > 0  # the same layers, plus the bound's matrix-vector products

@@ -120,10 +120,15 @@ class MemberGroup:
             # One member (or the member loop): skip vmap's overhead; indexing keeps views of
             # the stacked tensors, so gradients and in-place BatchNorm updates land in the
             # stacked storage.
+            # Without grad the parameter views are detached (free): a view of a parameter taken under
+            # no_grad requires grad with no graph, which FlopCounterMode's module tracker cannot hook
+            # when a module takes it as an input (a parametrisation: spectral_norm).
+            grad = torch.is_grad_enabled()
             outs = []
             for m in range(n):
                 xs = x[m] if per_member else x
-                outs.append(self._call({k: v[m] for k, v in p.items()}, {k: v[m] for k, v in b.items()}, xs))
+                pm = {k: v[m] if grad else v[m].detach() for k, v in p.items()}
+                outs.append(self._call(pm, {k: v[m] for k, v in b.items()}, xs))
             return torch.stack(outs)
         if self.plan is not None:
             return self.plan(p, b, x, n, per_member)
