@@ -102,3 +102,18 @@ def test_evaluate_laplace_on_a_saved_run(tmp_path, cli, capsys):
     assert type(lap).__name__ == "Laplace" and lap.num_members == 2
     ev = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
     assert "msp" in ev["ood"]["noise"]["scores"]
+
+
+def test_a_cell_that_reads_a_run_is_keyed_by_the_run_s_contents_not_its_path(blobs, tmp_path):
+    from ensemblekit.config import CompareConfig
+    from ensemblekit.experiments.compare import cell_specs, train_hash
+
+    _, run = _run(tmp_path, blobs)
+    cfg = {"data": "digits", "model": MLP, "train": TRAIN, "budgets": [1], "seeds": [0],
+           "methods": [{"name": "laplace_ensemble", "label": "L", "from_run": str(run)}, {"name": "independent", "label": "Ind"}]}
+    lap, ind = cell_specs(CompareConfig(**cfg))
+    before, before_ind = train_hash(lap, blobs), train_hash(ind, blobs)
+    assert train_hash(lap, blobs) == before  # deterministic
+    again = ek.create_method("independent", model=MLP, members=2, seed=5, **TRAIN).fit(blobs)
+    again.ensemble_.save(str(run / "ensemble.safetensors"))  # the same path, other networks
+    assert train_hash(lap, blobs) != before and train_hash(ind, blobs) == before_ind

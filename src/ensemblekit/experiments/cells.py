@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from ..config import DataConfig, MethodConfig
 from ..data.dataset import Data
 from ..errors import ConfigError, EnsembleKitError
+from ..methods.from_run import run_digest
 from ..schema import format_validation_error
 from ..serialization import write_json
 from ..training.config import TrainConfig
@@ -46,8 +47,22 @@ _NOT_TRAINED = ("key", "folder", "evaluation")
 
 def train_hash(spec: Mapping[str, Any], data: Data) -> str:
     """The hash a cell's training is keyed by: its spec without ``key``, ``folder`` and ``evaluation``
-    (held-out classes are in the spec and the data digest)."""
-    return unit_hash({k: v for k, v in spec.items() if k not in _NOT_TRAINED}, data.digest())
+    (held-out classes are in the spec and the data digest), and the contents of the finished runs
+    its method reads (:attr:`~ensemblekit.methods.base.Method.run_inputs`: ``from_run``, a teacher)."""
+    keyed = {k: v for k, v in spec.items() if k not in _NOT_TRAINED}
+    runs = _input_runs(spec.get("method"))
+    if runs:
+        keyed["input_runs"] = runs
+    return unit_hash(keyed, data.digest())
+
+
+def _input_runs(method: Any) -> dict[str, str | None]:
+    """``{param: run digest}`` for the method's run-valued hyperparameters that name a directory."""
+    if not isinstance(method, Mapping) or "name" not in method:
+        return {}
+    cfg = MethodConfig(**method)
+    params = dict(cfg.params)
+    return {f: run_digest(params[f]) for f in cfg.method_class().run_inputs if isinstance(params.get(f), str)}
 
 
 def cell_dir(out_dir: str, spec: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ from ..metrics.classification import nll
 from ..metrics.regression import mixture_nll
 from ..models.gaussian_head import final_linear
 from .curvature import Curvature, with_bias
-from .posterior import LastLayerPosterior, function_variance_from
+from .posterior import LastLayerPosterior, function_variance_from, projected_squares, variance_from_squares
 from .probit import probit_adjust
 
 __all__ = ["head_of", "head_outputs", "forward_features", "member_posterior", "validation_nll"]
@@ -86,14 +86,13 @@ def _batches(ensemble: Any, split: Split, batch_size: int) -> Any:
 
 
 @torch.no_grad()
-def member_posterior(ensemble: Any, m: int, split: Split, structure: str, batch_size: int) -> LastLayerPosterior:
-    """The last-layer posterior of member ``m`` (prior precision 1; fit it afterwards).
+def member_posterior(ensemble: Any, net: nn.Module, split: Split, structure: str, batch_size: int) -> LastLayerPosterior:
+    """The last-layer posterior of ``net``, a member of ``ensemble`` (prior precision 1; fit it afterwards).
 
     Raises:
         ConfigError: the member has no final linear layer, or a regression head it cannot use.
         DataError: an empty split, or a curvature that is not finite.
     """
-    net = ensemble.member(m).eval()
     linear = head_of(net)[2]
     ro = ensemble.readout
     k = head_outputs(ro, linear)
@@ -112,18 +111,19 @@ def member_posterior(ensemble: Any, m: int, split: Split, structure: str, batch_
 
 
 @torch.no_grad()
-def validation_nll(ensemble: Any, posteriors: list[LastLayerPosterior], val: Split, batch_size: int) -> Callable[[float], float]:
+def validation_nll(ensemble: Any, nets: list[nn.Module], posteriors: list[LastLayerPosterior], val: Split,
+                   batch_size: int) -> Callable[[float], float]:
     """``δ -> NLL`` of the pooled probit predictive on ``val`` with every member at prior precision ``δ``.
 
-    The networks run once (features and outputs cached, float64 on CPU); each ``δ`` only
-    recomputes the variances. Classification: the NLL of the mean of the members' adjusted
-    softmax; regression: the exact NLL of the members' Gaussian mixture with variances
-    ``σ² + v`` (in the targets' units).
+    The networks run once (features and outputs cached, float64 on CPU), and where the
+    posterior's eigenbasis does not depend on ``δ`` (kfac, diag, regression's block-diagonal
+    full) the features are projected onto it once too, so each ``δ`` costs one small matmul per
+    member. Classification: the NLL of the mean of the members' adjusted softmax; regression: the
+    exact NLL of the members' Gaussian mixture with variances ``σ² + v`` (in the targets' units).
     """
     ro = ensemble.readout
     cached, ys = [], []
-    for m, post in enumerate(posteriors):
-        net = ensemble.member(m).eval()
+    for m, (net, post) in enumerate(zip(nets, posteriors)):
         linear = head_of(net)[2]
         feats, outs = [], []
         for xb, yb in _batches(ensemble, val, batch_size):
@@ -134,13 +134,18 @@ def validation_nll(ensemble: Any, posteriors: list[LastLayerPosterior], val: Spl
                 ys.append(yb.cpu())
         if not feats:
             raise DataError("laplace prior: the validation split gave no examples")
-        cached.append((torch.cat(feats), torch.cat(outs)))
+        phi_t = torch.cat(feats)
+        fixed = None if post.basis_depends_on_prior else projected_squares(phi_t, post.variance_factors()[0])
+        cached.append((phi_t, fixed, torch.cat(outs)))
     y = torch.cat(ys)
     d = int(ro.num_outputs) if ro.is_regression else 0
 
+    def variance(post: LastLayerPosterior, phi_t: torch.Tensor, fixed: torch.Tensor | None, delta: float) -> torch.Tensor:
+        basis, weights = post.variance_factors(delta)
+        return function_variance_from(phi_t, basis, weights) if fixed is None else variance_from_squares(fixed, weights)
+
     def score(delta: float) -> float:
-        zs = [probit_adjust(z, function_variance_from(phi_t, *post.variance_factors(delta)), d)
-              for post, (phi_t, z) in zip(posteriors, cached)]
+        zs = [probit_adjust(z, variance(post, phi_t, fixed, delta), d) for post, (phi_t, fixed, z) in zip(posteriors, cached)]
         pd = ro.read(torch.stack(zs))
         return float(mixture_nll(pd, y)) if ro.is_regression else float(nll(pd.probs.mean(0), y))
 

@@ -32,6 +32,7 @@ from ..errors import ConfigError, DataError
 from .curvature import check_finite, layout_for, with_bias
 
 __all__ = ["DEFAULT_GRID", "LastLayerPosterior", "check_prior_precision", "cholesky_jitter", "function_variance_from",
+           "projected_squares", "variance_from_squares",
            "select_prior"]
 
 DEFAULT_GRID: tuple[float, ...] = tuple(10.0 ** (i / 4) for i in range(-16, 17))
@@ -80,6 +81,22 @@ def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lam.clamp_min(0.0), vec
 
 
+def projected_squares(phi_t: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """``(φ̃ᵀ U_k[:, r])²`` ``(..., K or 1, q)``: the part of :func:`function_variance_from` that
+    does not depend on the weights (for the kron, blockdiag and diag layouts, not on ``δ`` either,
+    so a prior search projects the features once)."""
+    if basis is None:
+        return phi_t.square().unsqueeze(-2)
+    return torch.einsum("...j,kjr->...kr", phi_t, basis).square()
+
+
+def variance_from_squares(squares: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``v_k = Σ_r w_kr squares_kr`` ``(..., K)`` from :func:`projected_squares` and ``w`` ``(K, q)``."""
+    if squares.shape[-2] == 1:
+        return squares.squeeze(-2) @ weights.T
+    return (squares * weights).sum(-1)
+
+
 def function_variance_from(phi_t: torch.Tensor, basis: torch.Tensor | None, weights: torch.Tensor) -> torch.Tensor:
     """``v_k = Σ_r w_kr (φ̃ᵀ U_k[:, r])²`` for features ``φ̃`` ``(..., q)``: ``(..., K)``.
 
@@ -88,10 +105,7 @@ def function_variance_from(phi_t: torch.Tensor, basis: torch.Tensor | None, weig
         basis: ``U`` ``(K, q, q)`` or ``(1, q, q)`` (shared by every output), ``None``: the identity.
         weights: ``w`` ``(K, q)``.
     """
-    if basis is None:
-        return phi_t.square() @ weights.T
-    u = torch.einsum("...j,kjr->...kr", phi_t, basis)
-    return (u.square() * weights).sum(-1)
+    return variance_from_squares(projected_squares(phi_t, basis), weights)
 
 
 def select_prior(nll: Callable[[float], float], grid: Sequence[float] = DEFAULT_GRID) -> float:
@@ -165,6 +179,12 @@ class LastLayerPosterior:
         for name, shape in want.items():
             if tuple(self.factors[name].shape) != shape:
                 raise DataError(f"laplace posterior factor {name} has shape {tuple(self.factors[name].shape)}, expected {shape}")
+
+    @property
+    def basis_depends_on_prior(self) -> bool:
+        """Whether :meth:`variance_factors`' basis ``U`` changes with ``δ`` (only the dense layout's
+        per-output blocks of ``(H + δI)^{-1}`` are re-diagonalised for each ``δ``)."""
+        return self.layout == "dense"
 
     @property
     def num_outputs(self) -> int:

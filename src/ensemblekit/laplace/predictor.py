@@ -288,13 +288,14 @@ def fit_laplace(ensemble: Any, split: Split, *, structure: str = "kfac", prior: 
     _check_int(batch_size, "batch_size")
     if not callable(getattr(ensemble, "member", None)):
         raise ConfigError(f"laplace wraps a stacked Ensemble, got {type(ensemble).__name__}")
-    posteriors = [member_posterior(ensemble, m, split, structure, batch_size) for m in range(ensemble.num_members)]
+    nets = [ensemble.member(m).eval() for m in range(ensemble.num_members)]
+    posteriors = [member_posterior(ensemble, net, split, structure, batch_size) for net in nets]
     if fixed is not None:
         delta = [fixed] * len(posteriors)
     elif prior == "marglik":
         delta = [p.fit_prior("marglik", grid) for p in posteriors]
     else:
-        delta = [select_prior(validation_nll(ensemble, posteriors, val, batch_size), grid)] * len(posteriors)  # type: ignore[arg-type]
+        delta = [select_prior(validation_nll(ensemble, nets, posteriors, val, batch_size), grid)] * len(posteriors)  # type: ignore[arg-type]
     for post, d in zip(posteriors, delta):
         post.prior_precision = d
     return Laplace(ensemble, posteriors, predictive=predictive, samples=samples, seed=seed)

@@ -133,6 +133,9 @@ class Method:
     #: The method's own hyperparameters a ``compare`` with ``tuning:`` searches, ``{param: ParamSpec mapping}``
     #: (the learning rate and weight decay are searched for every method; docs/comparisons.md).
     knobs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Hyperparameters whose value may be a finished run's directory (``from_run``, a teacher): a
+    #: ``compare`` cell is keyed by the contents of the run it reads, not only by its path.
+    run_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: Any = "cnn1d", *, seed: int = 0, train: TrainConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.model = model

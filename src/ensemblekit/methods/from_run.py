@@ -10,6 +10,7 @@ and give one output per class (two per target for a regression head).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, Sequence
 
@@ -20,7 +21,7 @@ from ..errors import ConfigError
 from ..predictors import format_family, load_predictor
 from ..serialization import load_metadata, read_json
 
-__all__ = ["data_digest", "load_trained_run", "check_trained_run"]
+__all__ = ["data_digest", "load_trained_run", "check_trained_run", "run_digest"]
 
 
 def data_digest(data: Data) -> str | None:
@@ -29,6 +30,19 @@ def data_digest(data: Data) -> str | None:
         return data.digest()
     except Exception:  # a DataLoader no key names: nothing to compare a run against
         return None
+
+
+def run_digest(run_dir: Any) -> str | None:
+    """SHA-256 of the run's ``ensemble.safetensors`` (``None`` when there is none yet): what a cell
+    that reads the run is keyed by, so that a run trained again is never mistaken for the old one."""
+    path = os.path.join(run_dir, "ensemble.safetensors") if isinstance(run_dir, str) and run_dir else None
+    if path is None or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_trained_run(run_dir: Any, data: Data, who: str) -> str:

@@ -55,6 +55,7 @@ class PostHocMethod(Method):
     stage: ClassVar[str] = "posthoc"
     single: ClassVar[bool] = True
     Params: ClassVar[type[StrictModel]] = PostHocParams
+    run_inputs: ClassVar[tuple[str, ...]] = ("from_run",)
 
     @classmethod
     def at_budget(cls, budget: int, train: TrainConfig, params: dict[str, Any] | None = None) -> dict[str, Any]:
