@@ -93,7 +93,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("training",),
     ("ensemble",),
-    ("efficient", "nas", "varhyper", "curves", "laplace", "distance"),
+    ("efficient", "nas", "varhyper", "curves", "laplace", "distance", "distill"),
     ("export",),
     ("report",),
     ("methods",),

@@ -34,7 +34,7 @@ __all__ = ["Predictor", "PREDICTORS", "register_predictor", "format_family", "En
 
 K = TypeVar("K", bound=type)
 
-PREDICTORS: Registry[type] = Registry("predictor kind", discover=("ensemblekit.ensemble", "ensemblekit.efficient", "ensemblekit.laplace", "ensemblekit.distance"))
+PREDICTORS: Registry[type] = Registry("predictor kind", discover=("ensemblekit.ensemble", "ensemblekit.efficient", "ensemblekit.laplace", "ensemblekit.distance", "ensemblekit.distill"))
 """Predictor kinds by the family of their file format (``ensemblekit.ensemble``, ``ensemblekit.shared``...)."""
 
 

@@ -56,7 +56,7 @@ class Kill(Callback):
 
 def test_the_methods_that_regress_are_the_ones_that_do_not_need_class_probabilities():
     assert set(REGRESSING) == {"independent", "snapshot", "fge", "swa", "swag", "mc_dropout", "batch_ensemble", "packed",
-                               "mimo", "masksembles", "curve_ensemble", "laplace", "laplace_ensemble"}
+                               "mimo", "masksembles", "curve_ensemble", "laplace", "laplace_ensemble", "distill"}
 
 
 @pytest.mark.parametrize("name", REGRESSING)

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..data.dataset import Split
 from ..ensemble import Ensemble
+from ..ensemble.wrapped import WrappedEnsemble
 from ..errors import ConfigError, DataError
 from ..models.gaussian_head import final_linear
 from ..predictors import register_predictor
@@ -159,7 +160,7 @@ def _head(template: nn.Module) -> nn.Linear:
 
 
 @register_predictor
-class DDU:
+class DDU(WrappedEnsemble):
     """A trained ensemble (usually one member) and one feature density per member.
 
     Args:
@@ -172,43 +173,12 @@ class DDU:
     def __init__(self, ensemble: Ensemble, gdas: Sequence[GDA]) -> None:
         if len(gdas) != ensemble.num_members:
             raise ConfigError(f"DDU needs one density per member: {len(gdas)} for {ensemble.num_members} members")
-        self.ensemble = ensemble
+        super().__init__(ensemble)
         self.gdas = list(gdas)
-        self.training = False
-        self.members_info = [dict(m) for m in ensemble.members_info]
-
-    @property
-    def num_members(self) -> int:
-        return self.ensemble.num_members
-
-    def __len__(self) -> int:
-        return self.num_members
-
-    @property
-    def device(self) -> torch.device:
-        return self.ensemble.device
 
     def num_parameters(self) -> int:
         """The networks' parameters plus the numbers of their densities (:meth:`GDA.num_parameters`)."""
         return self.ensemble.num_parameters() + sum(g.num_parameters() for g in self.gdas)
-
-    def train(self, mode: bool = True) -> "DDU":
-        self.training = mode
-        self.ensemble.train(mode)
-        return self
-
-    def eval(self) -> "DDU":
-        return self.train(False)
-
-    def __call__(self, x: torch.Tensor, per_member: bool = False, params: Any = None) -> torch.Tensor:
-        """The ensemble's logits ``(M, B, C)``."""
-        return self.ensemble(x, per_member, params)
-
-    forward = __call__
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference logits ``(M, B, C)``: the ensemble's softmax classifier, unchanged."""
-        return self.ensemble.logits(x)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -226,18 +196,6 @@ class DDU:
         finally:
             self.train(was)
         return {"density": torch.stack(scores).mean(0)}
-
-    def predict_proba(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
-        """Per-member probabilities ``(M, N, C)`` of the classifier."""
-        return self.ensemble.predict_proba(x, batch_size)
-
-    def predict(self, x: torch.Tensor | Split, batch_size: int = 1024) -> torch.Tensor:
-        return self.predict_proba(x, batch_size).mean(0)
-
-    def export_module(self, with_members: bool = False) -> nn.Module:
-        """The classifier (the ensemble's export): the graph gives the probabilities; the
-        density score is computed by ensemblekit (:meth:`example_scores`)."""
-        return self.ensemble.export_module(with_members)
 
     def save(self, path: str) -> None:
         """The ensemble's tensors and metadata plus every member's density tensors."""
@@ -257,15 +215,6 @@ class DDU:
 
     def to(self, device: torch.device | str) -> "DDU":
         return DDU(self.ensemble.to(device), [g.to(device) for g in self.gdas])
-
-    @property
-    def readout(self) -> Any:
-        """How the outputs read: the wrapped ensemble's readout (a classifier)."""
-        return self.ensemble.readout
-
-    @readout.setter
-    def readout(self, value: Any) -> None:
-        self.ensemble.readout = value
 
     def __repr__(self) -> str:
         return f"DDU({self.num_members} member(s), {self.gdas[0].num_classes} classes, {self.gdas[0].dim} features)"

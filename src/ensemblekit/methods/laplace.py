@@ -38,6 +38,7 @@ class LaplaceEnsembleParams(LaplaceParams, EnsembleParams):
 
 class _LaplaceFit(PostHocMethod):
     stage = "laplace_fit"
+    pure_fit = True  # fit_laplace builds its posteriors beside the ensemble, which it leaves as it was
     tasks = BOTH_TASKS
     test_params = {"structure": "full"}
 

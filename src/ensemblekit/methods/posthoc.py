@@ -54,6 +54,9 @@ class PostHocMethod(Method):
 
     stage: ClassVar[str] = "posthoc"
     single: ClassVar[bool] = True
+    #: ``True``: :meth:`posthoc` changes nothing it reads (it returns a new predictor), so its seconds
+    #: are timed without the FLOP counter (:meth:`~ensemblekit.methods.base.Method._measured`, ``pure``).
+    pure_fit: ClassVar[bool] = False
     Params: ClassVar[type[StrictModel]] = PostHocParams
     run_inputs: ClassVar[tuple[str, ...]] = ("from_run",)
 
@@ -113,4 +116,4 @@ class PostHocMethod(Method):
             from ..metrics.head_outputs import Readout
 
             trained.readout = Readout.for_data(data)  # the head in the (standardised) units it trained in
-        self.ensemble_ = self._measured(self.stage, lambda: self.posthoc(trained, data))
+        self.ensemble_ = self._measured(self.stage, lambda: self.posthoc(trained, data), pure=self.pure_fit)

@@ -38,8 +38,8 @@ class Categorical:
         logits: members' logits ``(M, N, C)``, averaged the same way (the softmax of the mean
             logits is not ``probs`` under TTA: each is the mean of its own quantity).
         extras: per-example scores ``(N,)`` the predictor computes itself, by name (DDU's
-            feature density, :data:`ensemblekit.metrics.ood.PREDICTOR_SCORES`; higher: more
-            uncertain); empty for most predictors. They describe the whole predictor, so a
+            feature density, :data:`ensemblekit.metrics.ood.PREDICTOR_SCORES`; a Prior Network's
+            ``mi``, which replaces the member-based one; higher: more uncertain); empty for most predictors. They describe the whole predictor, so a
             subset of its members carries none.
 
     Example:
@@ -86,11 +86,13 @@ class Categorical:
         """Per-example uncertainty scores ``(N,)`` (higher: more uncertain), by name: see
         :func:`ensemblekit.metrics.ood.uncertainty_scores`; a predictor's own score
         (:data:`~ensemblekit.metrics.ood.PREDICTOR_SCORES`) is there when the predictor gave it and
-        left out otherwise (a DDU's density, and no density for an ensemble)."""
+        left out otherwise (a DDU's density, and no density for an ensemble). A score the predictor
+        computes itself takes the place of the one computed from its members (a Prior Network's
+        mutual information comes from its Dirichlet, not from its one member)."""
         from .ood import PREDICTOR_SCORES, uncertainty_scores
 
         names = [names] if isinstance(names, str) else list(names)
-        own = [n for n in names if n in PREDICTOR_SCORES]
+        own = [n for n in names if n in PREDICTOR_SCORES or n in self.extras]
         out = uncertainty_scores(self.probs, self.logits, [n for n in names if n not in own]) if len(own) < len(names) else {}
         out.update({n: self.extras[n] for n in own if n in self.extras})
         return {n: out[n] for n in names if n in out}

@@ -76,14 +76,15 @@ def check_member_chunk(trainer: "Trainer", num_members: int) -> int | str | None
 def _slice_batch(batch: Batch, sl: slice) -> Batch:
     if not batch.per_member:
         return batch
-    return Batch(batch.x[sl], batch.y[sl], batch.idx[sl] if batch.idx is not None else None)
+    return Batch(batch.x[sl], batch.y[sl], batch.idx[sl] if batch.idx is not None else None, batch.target_dims)
 
 
 def chunked_losses(trainer: "Trainer", batch: Batch, lr: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor, Batch]:
     """Forward and backward one step, ``chunk`` members at a time; returns the detached
     per-member losses ``(M,)``, logits ``(M, B, C)`` and the batch the losses used."""
     m = trainer.model.num_members
-    x, mix = trainer._inputs(batch)
+    batch, mix = trainer._inputs(batch)
+    x = batch.x
     params = trainer.layout.forward_params()
     losses, logits, used = [], [], []
     for start in range(0, m, chunk):
@@ -105,7 +106,7 @@ def chunked_losses(trainer: "Trainer", batch: Batch, lr: float, chunk: int) -> t
         total = total + penalty.detach()
     first = used[0]
     if first.per_member:
-        first = Batch(batch.x, torch.cat([b.y for b in used]), batch.idx)
+        first = Batch(batch.x, torch.cat([b.y for b in used]), batch.idx, batch.target_dims)
     return total, torch.cat(logits), first
 
 

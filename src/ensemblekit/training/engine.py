@@ -405,14 +405,16 @@ class Trainer:
         y = targets(batch.y)
         return batch if y is batch.y else Batch(batch.x, y, None, batch.target_dims)
 
-    def _inputs(self, batch: Batch) -> tuple[torch.Tensor, tuple[Batch, torch.Tensor] | None]:
-        """The step's (augmented, mixed) inputs and, with mixup, the partner batch and lambda."""
+    def _inputs(self, batch: Batch) -> tuple[Batch, tuple[Batch, torch.Tensor] | None]:
+        """The step's batch with its (augmented, mixed) inputs as ``x`` (what the loss sees, so a
+        loss that reads the inputs, a distillation teacher's, sees what the model saw) and, with
+        mixup, the partner batch and lambda."""
         x = self.augment(batch.x, None) if self.augment is not None else batch.x
         if self.config.mixup <= 0:
-            return x, None
+            return (batch if x is batch.x else Batch(x, batch.y, batch.idx, batch.target_dims)), None
         x, perm, lam = mixup(x, batch.y, self.config.mixup)
         partner = Batch(x, _along_batch(batch.y, perm), _along_batch(batch.idx, perm) if batch.idx is not None else None, batch.target_dims)
-        return x, (partner, lam)
+        return Batch(x, batch.y, batch.idx, batch.target_dims), (partner, lam)
 
     def _member_losses(self, x: torch.Tensor, batch: Batch, mix: tuple[Batch, torch.Tensor] | None,
                        params: Any, members: slice | None = None) -> tuple[torch.Tensor, torch.Tensor, Batch]:
@@ -432,9 +434,9 @@ class Trainer:
 
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Batch]:
         """Per-member training losses ``(M,)`` (with augmentation, mixup, penalties) and the logits."""
-        x, mix = self._inputs(batch)
+        batch, mix = self._inputs(batch)
         params = self.layout.forward_params()
-        losses, logits, batch = self._member_losses(x, batch, mix, params)
+        losses, logits, batch = self._member_losses(batch.x, batch, mix, params)
         if self.config.penalties.active:
             losses = losses + member_penalties(self.model, self.config.penalties, params)
         return losses, logits, batch
