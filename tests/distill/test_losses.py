@@ -98,3 +98,18 @@ def test_dirichlet_uncertainty_in_closed_form_and_by_sampling():
     sharp = dirichlet_uncertainty((alpha * 100).log())
     assert sharp["total"].item() == pytest.approx(u["total"].item(), rel=1e-9)
     assert sharp["mi"].item() < u["mi"].item() / 50
+
+
+def test_the_split_end2_loss_trains_the_mean_by_kd_and_the_precision_alone_by_the_nll():
+    from ensemblekit.distill import end2_loss, precision_only
+
+    torch.manual_seed(4)
+    z = torch.randn(1, 3, 5, dtype=torch.float64, requires_grad=True)
+    members = torch.softmax(torch.randn(4, 3, 5, dtype=torch.float64), -1)
+    spread = dirichlet_nll(precision_only(z), members, smoothing=1e-4)
+    assert spread.item() == pytest.approx(dirichlet_nll(z, members, smoothing=1e-4).item(), rel=1e-12)  # the same value
+    (grad,) = torch.autograd.grad(spread.sum(), z)
+    torch.testing.assert_close(grad, grad[..., :1].expand_as(grad))  # every logit moved alike: the mean untouched
+    total = end2_loss(z, members, 2.0, 1e-4, "split", 0.5)
+    assert total.item() == pytest.approx((kd_loss(z, members.mean(0), 2.0) + 0.5 * spread / 5).item(), rel=1e-12)
+    assert end2_loss(z, members, 1.0, 1e-4, "joint").item() == pytest.approx(dirichlet_nll(z, members).item(), rel=1e-12)

@@ -13,9 +13,9 @@ May import: the base modules, ``data``, ``metrics``, ``evaluation``, ``models``,
 
 from __future__ import annotations
 
-from .losses import dirichlet_nll, gaussian_kl, kd_loss, soften
+from .losses import dirichlet_nll, end2_loss, gaussian_kl, kd_loss, precision_only, soften
 from .prior_network import PRIOR_NETWORK_FORMAT, PriorNetwork, dirichlet_uncertainty
 from .targets import LOSSES, StreamedTeacher, TeacherTargets, auxiliary_inputs, distill_loss_fn, teacher_targets
 
-__all__ = ["kd_loss", "dirichlet_nll", "gaussian_kl", "soften", "PriorNetwork", "PRIOR_NETWORK_FORMAT", "dirichlet_uncertainty",
+__all__ = ["kd_loss", "dirichlet_nll", "end2_loss", "precision_only", "gaussian_kl", "soften", "PriorNetwork", "PRIOR_NETWORK_FORMAT", "dirichlet_uncertainty",
            "TeacherTargets", "StreamedTeacher", "teacher_targets", "auxiliary_inputs", "distill_loss_fn", "LOSSES"]

@@ -13,7 +13,8 @@ student member ``(M,)`` (the engine's loss contract), averaged over the examples
   ``α = exp(z / T)``, and the loss is the negative log-likelihood of every member's
   probability vector under it, ``-mean_{m,b} log Dir(π_mb; α_b)``, the members' vectors
   smoothed towards uniform by ``ε`` (so that none sits on the simplex's boundary) and taken
-  at temperature ``T`` like the KD targets.
+  at temperature ``T`` like the KD targets. :func:`end2_loss` uses it as written (``joint``) or,
+  by default, for the Dirichlet's precision alone beside KD for its mean (``split``).
 - :func:`gaussian_kl`: regression. The teacher's mixture is matched by its mean and total
   variance, ``KL(N(μ_T, σ_T²) ‖ N(μ_s, σ_s²))`` per target (Lakshminarayanan, Pritzel & Blundell,
   NeurIPS 2017 pool the members the same way).
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-__all__ = ["soften", "kd_loss", "dirichlet_nll", "dirichlet_concentrations", "gaussian_kl", "MAX_LOG_CONCENTRATION"]
+__all__ = ["soften", "kd_loss", "dirichlet_nll", "end2_loss", "precision_only", "dirichlet_concentrations", "gaussian_kl", "MAX_LOG_CONCENTRATION"]
 
 MAX_LOG_CONCENTRATION = 30.0
 """Log-concentrations are clamped to ``[-MAX, MAX]`` (``exp(30)`` is about 1e13: far beyond any
@@ -117,6 +118,37 @@ def dirichlet_nll(logits: torch.Tensor, member_probs: torch.Tensor, temperature:
         mean_log_pi = mean_log_pi.unsqueeze(0)
     fit = ((alpha - 1) * mean_log_pi).sum(-1)  # (M, B)
     return -(norm + fit).mean(-1)
+
+
+def precision_only(logits: torch.Tensor) -> torch.Tensor:
+    """Log-concentrations equal to ``logits`` whose gradient moves every class's logit alike.
+
+    ``log α = z`` splits into the mean ``softmax(z)`` and the log-precision ``logsumexp(z)``; a shift
+    of all logits by the same amount changes the precision only. The returned tensor has the
+    values of ``z`` and passes a gradient ``g`` back as ``mean_c(g)`` to every logit: a loss of it
+    trains the Dirichlet's precision and leaves its mean to another term."""
+    fixed = logits.detach()
+    return fixed + (logits - fixed).mean(-1, keepdim=True)
+
+
+def end2_loss(logits: torch.Tensor, member_probs: torch.Tensor, temperature: float = 1.0, smoothing: float = 1e-4,
+              mode: str = "split", precision_weight: float = 0.01) -> torch.Tensor:
+    """The EnD² student's loss per student member ``(M,)``.
+
+    ``mode="joint"``: :func:`dirichlet_nll` (Malinin et al.'s loss as written). ``mode="split"``
+    (default): the Dirichlet's mean ``softmax(z)`` learns the members' mean by :func:`kd_loss` at
+    ``temperature``, and its precision learns the members' spread by ``precision_weight · (1/C) ·``
+    the Dirichlet NLL through :func:`precision_only` (docs/methods.md, distill: fitted jointly, an
+    overfit teacher's near one-hot members make the NLL prefer a Dirichlet that loves every corner
+    of the simplex, and the mean stops following the classes).
+    """
+    if mode == "joint":
+        return dirichlet_nll(logits, member_probs, temperature, smoothing)
+    if mode != "split":
+        raise ConfigError(f"the EnD² mode must be 'split' or 'joint', got {mode!r}")
+    mean = member_probs.mean(0)
+    spread = dirichlet_nll(precision_only(logits), member_probs, 1.0, smoothing)
+    return kd_loss(logits, mean, temperature) + float(precision_weight) * spread / logits.shape[-1]
 
 
 def gaussian_kl(mean: torch.Tensor, var: torch.Tensor, target_mean: torch.Tensor, target_var: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from ..data.dataset import Split
 from ..errors import DataError
 from ..evaluation.forward import predictive
 from ..metrics.head_outputs import split_gaussian
-from .losses import dirichlet_nll, gaussian_kl, kd_loss
+from .losses import end2_loss, gaussian_kl, kd_loss
 
 __all__ = ["TeacherTargets", "StreamedTeacher", "teacher_targets", "auxiliary_inputs", "distill_loss_fn", "check_aux_specs", "LOSSES"]
 
@@ -112,11 +112,12 @@ def _gather(t: torch.Tensor, idx: torch.Tensor, per_head: bool) -> torch.Tensor:
 
 def distill_loss_fn(loss: str, targets: TeacherTargets | None, *, temperature: float = 1.0, smoothing: float = 1e-4,
                     label_weight: float = 0.0, label_loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None,
-                    stream: StreamedTeacher | None = None, min_var: float = 1e-6) -> Callable[[torch.Tensor, Batch], torch.Tensor]:
+                    stream: StreamedTeacher | None = None, min_var: float = 1e-6, end2: str = "split",
+                    precision_weight: float = 0.01) -> Callable[[torch.Tensor, Batch], torch.Tensor]:
     """A Trainer ``loss_fn(outputs (M, B, K), batch) -> (M,)`` that distils ``targets`` (or ``stream``).
 
     ``(1 - label_weight)`` times the distillation loss plus ``label_weight`` times ``label_loss``
-    (the task's own loss on the labels). Cached targets are looked up by ``batch.idx`` (one copy
+    (the task's own loss on the labels); ``end2``, ``precision_weight``: :func:`~ensemblekit.distill.losses.end2_loss`. Cached targets are looked up by ``batch.idx`` (one copy
     per device); streamed ones are computed on ``batch.x``.
 
     Raises:
@@ -141,7 +142,7 @@ def distill_loss_fn(loss: str, targets: TeacherTargets | None, *, temperature: f
         probs, mean, var = lookup(out, batch)
         if probs is not None:
             if loss == "end2":
-                value = dirichlet_nll(out, probs, temperature, smoothing)
+                value = end2_loss(out, probs, temperature, smoothing, end2, precision_weight)
             else:
                 value = kd_loss(out, probs if per_head else probs.mean(0), temperature)
         else:

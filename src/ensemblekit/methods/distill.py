@@ -54,6 +54,8 @@ class DistillParams(StrictModel):
     temperature: float = Field(1.0, gt=0)
     label_weight: float = Field(0.0, ge=0, le=1)  # the share of the labels' own loss
     smoothing: float = Field(1e-4, ge=0, lt=1)  # end2: members' probabilities pulled towards uniform
+    end2: Literal["split", "joint"] = "split"  # split: the mean by KD, the precision by the Dirichlet NLL; joint: the NLL alone
+    precision_weight: float = Field(0.01, gt=0)  # end2 split: the weight of the precision's Dirichlet NLL (per class)
     aux: AuxParams | None = None
     student_budget: int = Field(1, ge=1)  # budgets of the row's total that the student gets
 
@@ -73,7 +75,9 @@ class Distill(Method):
 
     ``loss: kd`` (default): the student learns the teacher's pooled probabilities at
     ``temperature`` (T² · KL); ``end2``: the student is a Prior Network whose Dirichlet fits the
-    members' probability vectors (its mutual information is an OOD score); ``hydra``: the
+    members' probability vectors (its mutual information is an OOD score; ``end2: split``, the
+    default, learns the Dirichlet's mean by KD and its precision by the members' Dirichlet NLL,
+    ``joint`` the NLL alone); ``hydra``: the
     student's final layer becomes one head per teacher member, head m learning member m.
     Regression: the student's Gaussian learns the teacher mixture's mean and total variance
     (``kd``) or member m's Gaussian per head (``hydra``). ``label_weight`` mixes in the labels'
@@ -195,6 +199,7 @@ class Distill(Method):
         data, targets = self._with_aux(data, teacher, targets)
         streamed = not data.is_regression and (bool(cfg.augment) or cfg.mixup > 0)
         loss_fn = distill_loss_fn(p.loss, targets, temperature=p.temperature, smoothing=p.smoothing, label_weight=p.label_weight,
+                                  end2=p.end2, precision_weight=p.precision_weight,
                                   label_loss=task_loss(cfg, data) if p.label_weight > 0 else None,
                                   stream=StreamedTeacher(teacher, len(data.input_shape)) if streamed else None)
         student = self._student(factory, targets.num_members)
